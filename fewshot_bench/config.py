@@ -1,0 +1,120 @@
+"""Run configuration as one plain dataclass, validated before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import BenchError
+
+METHODS = ("protonet", "ce", "schane")  # protonet: no training, the "do nothing" reference
+TUNE_MODES = ("head", "norm", "last", "full")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class RunConfig:
+    # what to evaluate on
+    dataset: str = "emoji"
+    data_root: str | None = None
+    split: str = "test"
+    ways: int = 5
+    shots: int = 1
+    queries: int = 15
+    episodes: int = 600
+    seed: int = 0
+    # the network
+    backbone: str = "tf_efficientnet_lite0"
+    weights: str | None = None
+    image_size: int | None = None  # None: the backbone's own input size
+    # methods and their hyperparameters
+    methods: tuple[str, ...] = ("protonet", "ce", "schane")
+    lam: float = 0.9
+    tau: float = 0.1
+    beta: float = 1.0
+    detach_weights: bool = False
+    views: int = 2
+    bank_views: int = 8
+    steps: int = 50
+    lr: float = 0.01
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    logit_scale: float = 10.0
+    tune: str = "norm"
+    # where and how
+    device: str = "auto"
+    episodes_dir: str = "episodes"
+    out: str | None = None
+    episode_batch: int | None = None  # None: chosen from memory; never changes results
+
+    def validate(self) -> "RunConfig":
+        """Refuse bad values with a message that says how to fix them (before any work)."""
+        def bad(msg: str) -> None:
+            raise BenchError(msg)
+
+        if self.ways < 2:
+            bad(f"--ways must be at least 2 (got {self.ways}): an episode needs classes to tell apart.")
+        if self.shots < 1:
+            bad(f"--shots must be at least 1 (got {self.shots}).")
+        if self.queries < 1:
+            bad(f"--queries must be at least 1 (got {self.queries}).")
+        if self.episodes < 1:
+            bad(f"--episodes must be at least 1 (got {self.episodes}).")
+        if not self.methods:
+            bad("--methods is empty: give a comma list such as ce,schane.")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            bad(f"Unknown method(s) {', '.join(unknown)} in --methods. Known methods: {', '.join(METHODS)}.")
+        if len(set(self.methods)) != len(self.methods):
+            bad(f"--methods lists a method twice: {','.join(self.methods)}.")
+        if not 0.0 <= self.lam <= 1.0:
+            bad(f"--lambda must lie in [0, 1] (got {self.lam}): 0 is plain CE, 1 is SCHaNe alone.")
+        if not self.tau > 0:
+            bad(f"--tau must be positive (got {self.tau}); 0.1 is the customary value.")
+        if self.beta < 0:
+            bad(f"--beta must be >= 0 (got {self.beta}); 0 turns hard-negative weighting off.")
+        if self.views < 1:
+            bad(f"--views must be at least 1 (got {self.views}).")
+        if "schane" in self.methods and self.views < 2 and self.shots < 2:
+            bad("With --shots 1 and --views 1 no support image has a positive, so SCHaNe's "
+                "contrastive term is exactly zero and SCHaNe equals CE. Use --views 2 or more.")
+        if self.bank_views < self.views:
+            bad(f"--bank-views ({self.bank_views}) must be at least --views ({self.views}).")
+        if self.steps < 0:
+            bad(f"--steps must be >= 0 (got {self.steps}).")
+        if not self.lr >= 0:
+            bad(f"--lr must be >= 0 (got {self.lr}).")
+        if self.optimizer not in OPTIMIZERS:
+            bad(f"Unknown --optimizer '{self.optimizer}'. Use one of {', '.join(OPTIMIZERS)}.")
+        if self.tune not in TUNE_MODES:
+            bad(f"Unknown --tune '{self.tune}'. Use one of {', '.join(TUNE_MODES)}.")
+        if self.tune == "head" and "schane" in self.methods:
+            bad("--tune head trains only the classifier head, so the embeddings SCHaNe's "
+                "contrastive term acts on cannot change and SCHaNe would equal CE. "
+                "Use --tune norm, last or full.")
+        if self.device not in DEVICES:
+            bad(f"Unknown --device '{self.device}'. Use auto, cpu or cuda.")
+        if self.logit_scale <= 0:
+            bad(f"--logit-scale must be positive (got {self.logit_scale}).")
+        if self.image_size is not None and self.image_size < 16:
+            bad(f"--image-size must be at least 16 pixels (got {self.image_size}).")
+        if self.episode_batch is not None and self.episode_batch < 1:
+            bad(f"--episode-batch must be at least 1 (got {self.episode_batch}).")
+        return self
+
+    @property
+    def trained_methods(self) -> tuple[str, ...]:
+        return tuple(m for m in self.methods if m != "protonet")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["methods"] = list(self.methods)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        if "methods" in kw:
+            kw["methods"] = tuple(kw["methods"])
+        return cls(**kw)

@@ -1,0 +1,367 @@
+"""N-way K-shot episodes: sampled once from a seed, stored, and replayed for every method.
+
+Storing the episodes (not just the seed) is what makes method comparisons paired: every
+method reads the very same file, so per-episode accuracies can be differenced. Formats
+follow learn2learn's conventions (episode-local labels 0..N-1, class-major support and
+query sets); its sampler is not used, because it is driven by Python's global `random`
+and is about 10x slower than drawing index arrays with a seeded numpy Generator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import BenchError
+
+FORMAT_VERSION = 1
+
+__all__ = [
+    "FORMAT_VERSION",
+    "EpisodeSpec",
+    "EpisodeSet",
+    "sample_episodes",
+    "save_episodes",
+    "load_episodes",
+    "episode_path",
+    "get_or_create_episodes",
+]
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """Everything that determines a set of episodes; its `key` names the stored file."""
+
+    dataset: str
+    split: str
+    ways: int
+    shots: int
+    queries: int
+    episodes: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """File name stem, e.g. ``emoji-test-5w1s15q-600e-seed0``."""
+        name = f"{self.dataset}-{self.split}-{self.ways}w{self.shots}s{self.queries}q-{self.episodes}e-seed{self.seed}"
+        # Data set names come from a registry, but never let one escape the directory.
+        return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Check the numbers that do not depend on the data (BenchError if wrong)."""
+        for name in ("ways", "shots", "queries", "episodes", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise BenchError(f"--{name} must be a whole number, got {value!r}.")
+        if self.ways < 2:
+            raise BenchError(f"--ways must be at least 2 (got {self.ways}): a 1-way task has nothing to classify.")
+        if self.shots < 1:
+            raise BenchError(f"--shots must be at least 1 (got {self.shots}): each class needs a labelled example.")
+        if self.queries < 1:
+            raise BenchError(f"--queries must be at least 1 (got {self.queries}): without queries nothing is scored.")
+        if self.episodes < 1:
+            raise BenchError(f"--episodes must be at least 1 (got {self.episodes}); 600 or more is customary.")
+        if self.seed < 0:
+            raise BenchError(f"--seed must be 0 or more (got {self.seed}).")
+
+
+@dataclass
+class EpisodeSet:
+    """A fixed set of E episodes of one spec, as index arrays into one split.
+
+    Episode-local label of class j is j, and support/query are class-major, so the labels
+    are the same for every episode (`support_labels`, `query_labels`).
+    """
+
+    spec: EpisodeSpec
+    data_fingerprint: str
+    classes: np.ndarray  # int64 [E, N]: split-level label of episode class j
+    support: np.ndarray  # int64 [E, N*K]: image indices, first K belong to class 0, ...
+    query: np.ndarray  # int64 [E, N*Q]: image indices, class-major
+
+    def __post_init__(self) -> None:
+        s = self.spec
+        self.classes = np.ascontiguousarray(self.classes, dtype=np.int64)
+        self.support = np.ascontiguousarray(self.support, dtype=np.int64)
+        self.query = np.ascontiguousarray(self.query, dtype=np.int64)
+        e = self.classes.shape[0] if self.classes.ndim == 2 else -1
+        expected = {
+            "classes": (e, s.ways),
+            "support": (e, s.ways * s.shots),
+            "query": (e, s.ways * s.queries),
+        }
+        for name, shape in expected.items():
+            if getattr(self, name).shape != shape:
+                raise ValueError(f"{name} must have shape {shape} for {s.key}, got {getattr(self, name).shape}")
+
+    def __len__(self) -> int:
+        return int(self.classes.shape[0])
+
+    @property
+    def support_labels(self) -> np.ndarray:
+        """Episode-local labels of the support set, int64 [N*K] (identical for every episode)."""
+        return np.repeat(np.arange(self.spec.ways, dtype=np.int64), self.spec.shots)
+
+    @property
+    def query_labels(self) -> np.ndarray:
+        """Episode-local labels of the query set, int64 [N*Q] (identical for every episode)."""
+        return np.repeat(np.arange(self.spec.ways, dtype=np.int64), self.spec.queries)
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 over spec, data fingerprint and arrays: detects edited or corrupted files."""
+        h = hashlib.sha256()
+        h.update(json.dumps(self.spec.to_dict(), sort_keys=True).encode())
+        h.update(b"\0" + self.data_fingerprint.encode() + b"\0")
+        for a in (self.classes, self.support, self.query):
+            h.update(str(a.shape).encode())
+            h.update(np.ascontiguousarray(a, dtype="<i8").tobytes())
+        return h.hexdigest()
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> EpisodeSet:
+        """The episodes at `indices` (e.g. ``range(50)`` for a quick run).
+
+        Sampling is prefix-stable, so ``subset(range(n))`` equals sampling n episodes with
+        the same seed, and its spec (episodes=n) is exact. Other subsets are for in-memory
+        use: their spec key would name a different sampling, so do not save them.
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        return EpisodeSet(
+            spec=dataclasses.replace(self.spec, episodes=int(idx.size)),
+            data_fingerprint=self.data_fingerprint,
+            classes=self.classes[idx],
+            support=self.support[idx],
+            query=self.query[idx],
+        )
+
+    def check_against_labels(self, labels: np.ndarray) -> None:
+        """Raise BenchError unless every index is valid and its label matches its class.
+
+        Cheap (one gather); guards against replaying episodes on a different split when
+        the caller's fingerprint did not catch it.
+        """
+        labels = np.asarray(labels)
+        n = len(labels)
+        for name in ("support", "query"):
+            a = getattr(self, name)
+            if a.size and (a.min() < 0 or a.max() >= n):
+                raise BenchError(
+                    f"Episodes {self.spec.key} index images outside this split ({n} images): they were "
+                    "made for other data. Delete the episode file to resample."
+                )
+        k, q = self.spec.shots, self.spec.queries
+        if not (
+            np.array_equal(labels[self.support], np.repeat(self.classes, k, axis=1))
+            and np.array_equal(labels[self.query], np.repeat(self.classes, q, axis=1))
+        ):
+            raise BenchError(
+                f"Episodes {self.spec.key} do not match the labels of this split: they were made for "
+                "other data. Delete the episode file to resample."
+            )
+
+
+def _check_data(labels: np.ndarray, spec: EpisodeSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the spec against the split; return (class labels, images per class)."""
+    where = f"{spec.dataset}/{spec.split}"
+    if labels.ndim != 1 or labels.size == 0:
+        raise BenchError(f"The split {where} has no labelled images; check the data set files.")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise BenchError(f"The labels of {where} are not integers ({labels.dtype}); check the data set loader.")
+    class_ids, counts = np.unique(labels, return_counts=True)
+    n_classes = len(class_ids)
+    if spec.ways > n_classes:
+        works = "2" if n_classes == 2 else f"2 to {n_classes}"
+        raise BenchError(
+            f"--ways {spec.ways} needs {spec.ways} classes, but {where} has only {n_classes}. "
+            f"Use --ways {works}."
+        )
+    need = spec.shots + spec.queries
+    short = counts < need
+    if short.any():
+        smallest = int(counts.min())
+        listed = ", ".join(f"{int(c)} ({int(m)} images)" for c, m in zip(class_ids[short][:10], counts[short][:10]))
+        more = f" and {int(short.sum()) - 10} more" if short.sum() > 10 else ""
+        if smallest - spec.queries >= 1:
+            fix = f"With --queries {spec.queries} the largest possible --shots is {smallest - spec.queries}."
+        elif smallest - spec.shots >= 1:
+            fix = f"With --shots {spec.shots} use --queries {smallest - spec.shots} or fewer."
+        elif smallest >= 2:
+            fix = f"Lower both, e.g. --shots 1 --queries {smallest - 1}."
+        else:
+            fix = "A class with a single image cannot give both a support and a query image; fix the split."
+        raise BenchError(
+            f"--shots {spec.shots} + --queries {spec.queries} = {need} distinct images per class, but the smallest "
+            f"of the {n_classes} classes of {where} has only {smallest}. Classes with fewer than {need} images: "
+            f"{listed}{more}. {fix}"
+        )
+    return class_ids, counts
+
+
+def sample_episodes(labels: np.ndarray, spec: EpisodeSpec, data_fingerprint: str) -> EpisodeSet:
+    """Draw `spec.episodes` episodes from `labels` with ``np.random.default_rng(spec.seed)``.
+
+    Per episode: N classes without replacement (in random order), then K+Q distinct images
+    per class, the first K of which are support and the rest query (so they are disjoint).
+    Each draw takes the smallest of uniform random keys, one numpy call per episode, and
+    episodes are drawn in order from one stream, so the first n episodes are the same for
+    any ``spec.episodes >= n`` (600 and 2000 episodes with one seed share their first 600).
+    """
+    spec.validate()
+    labels = np.asarray(labels)
+    class_ids, counts = _check_data(labels, spec)
+    n_ways, k, q, e = spec.ways, spec.shots, spec.queries, spec.episodes
+    m = k + q
+
+    # Images grouped by class: class c's images are by_class[starts[c] : starts[c] + counts[c]].
+    by_class = np.argsort(labels, kind="stable").astype(np.int64)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+    n_max = int(counts.max())
+    cols = np.arange(n_max)
+
+    rng = np.random.default_rng(spec.seed)
+    chosen = np.empty((e, n_ways), dtype=np.int64)  # positions into class_ids
+    picks = np.empty((e, n_ways, m), dtype=np.int64)  # positions within each class
+    for i in range(e):
+        ckeys = rng.random(len(class_ids))
+        cls = np.argpartition(ckeys, n_ways - 1)[:n_ways] if n_ways < len(class_ids) else np.arange(n_ways)
+        cls = cls[np.argsort(ckeys[cls])]  # random order: class j gets episode label j
+        keys = rng.random((n_ways, n_max))
+        keys[cols[None, :] >= counts[cls][:, None]] = np.inf  # only real images of the class
+        sel = np.argpartition(keys, m - 1, axis=1)[:, :m] if m < n_max else np.broadcast_to(cols, (n_ways, m))
+        order = np.argsort(np.take_along_axis(keys, sel, axis=1), axis=1)
+        chosen[i] = cls
+        picks[i] = np.take_along_axis(sel, order, axis=1)
+
+    images = by_class[starts[chosen][:, :, None] + picks]  # [E, N, K+Q]
+    return EpisodeSet(
+        spec=spec,
+        data_fingerprint=data_fingerprint,
+        classes=class_ids[chosen].astype(np.int64),
+        support=images[:, :, :k].reshape(e, n_ways * k),
+        query=images[:, :, k:].reshape(e, n_ways * q),
+    )
+
+
+def episode_path(spec: EpisodeSpec, directory: str | Path) -> Path:
+    """Where the episodes of `spec` are stored in `directory`."""
+    return Path(directory) / f"{spec.key}.npz"
+
+
+def save_episodes(es: EpisodeSet, directory: str | Path) -> Path:
+    """Write `<directory>/<spec.key>.npz` atomically; return its path.
+
+    Temp file in the same directory + fsync + os.replace: a crash or a concurrent run never
+    leaves a half-written file under the final name.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = episode_path(es.spec, directory)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "spec": es.spec.to_dict(),
+        "data_fingerprint": es.data_fingerprint,
+        "content_hash": es.content_hash,
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(
+                f, classes=es.classes, support=es.support, query=es.query, meta=np.array(json.dumps(meta))
+            )
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable; not possible on every platform
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return path
+
+
+def load_episodes(path: str | Path) -> EpisodeSet:
+    """Read an episode file and verify its content hash (BenchError if it does not match)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"No episode file at {path}. Check the path, or run without it to sample new episodes.")
+    broken = (
+        f"The episode file {path} was modified or is corrupted ({{why}}). Delete it to resample "
+        "the episodes from their seed."
+    )
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:  # own handle: closed on any error
+            meta = json.loads(str(z["meta"][()]))
+            arrays = {name: z[name] for name in ("classes", "support", "query")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as exc:
+        raise BenchError(broken.format(why=f"unreadable: {type(exc).__name__}")) from exc
+    try:
+        version = meta.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BenchError(
+                f"The episode file {path} has format version {version!r}, this fewshot-bench reads version "
+                f"{FORMAT_VERSION}. Delete it to resample the episodes."
+            )
+        es = EpisodeSet(
+            spec=EpisodeSpec(**meta["spec"]),
+            data_fingerprint=str(meta["data_fingerprint"]),
+            **arrays,
+        )
+        stored_hash = meta["content_hash"]
+    except BenchError:
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise BenchError(broken.format(why=f"bad contents: {exc}")) from exc
+    if es.content_hash != stored_hash:
+        raise BenchError(broken.format(why="content hash mismatch"))
+    return es
+
+
+def get_or_create_episodes(
+    labels: np.ndarray, spec: EpisodeSpec, data_fingerprint: str, directory: str | Path
+) -> tuple[EpisodeSet, Path, bool]:
+    """Load the stored episodes of `spec` from `directory`, or sample and store them.
+
+    Returns (episodes, path, created). Reusing the file is what makes runs paired: every
+    method, in any process, scores the same episodes.
+    """
+    spec.validate()
+    path = episode_path(spec, directory)
+    if path.exists():
+        es = load_episodes(path)
+        if es.spec != spec:
+            raise BenchError(
+                f"The episode file {path} holds {es.spec.key}, not {spec.key}: it was renamed or copied. "
+                "Delete it to resample."
+            )
+        if es.data_fingerprint != data_fingerprint:
+            raise BenchError(
+                f"The data set {spec.dataset}/{spec.split} changed since the episodes in {path} were made "
+                f"(data fingerprint {es.data_fingerprint} then, {data_fingerprint} now). Restore the data, or "
+                "delete the file to resample and rerun every method on the new episodes."
+            )
+        es.check_against_labels(labels)
+        return es, path, False
+    es = sample_episodes(labels, spec, data_fingerprint)
+    return es, save_episodes(es, directory), True

@@ -1,0 +1,418 @@
+"""Pin the SCHaNe / SupCon / HCL losses against slow float64 loops and every edge case in
+shared/reference/schane.md (no positives, single class, stability, batching, gradients)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fewshot_bench.losses import (
+    HCLLoss,
+    SCHaNeLoss,
+    SupConLoss,
+    combined_loss,
+    hcl_loss,
+    reference_schane_loss,
+    schane_loss,
+    supcon_loss,
+)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def make_batch(seed, batch, n_classes, dim=8, dtype=torch.float64, shuffle_labels=True):
+    g = torch.Generator().manual_seed(seed)
+    z = F.normalize(torch.randn(batch, dim, generator=g, dtype=torch.float64), dim=-1).to(dtype)
+    labels = torch.arange(batch) % n_classes
+    if shuffle_labels:
+        labels = labels[torch.randperm(batch, generator=g)]
+    return z, labels
+
+
+def reference_supcon_loss(z, labels, tau):
+    """SupCon L_out, float64 loop."""
+    zz, yy = z.detach().double().tolist(), labels.tolist()
+    n = len(yy)
+    sim = lambda i, j: sum(a * b for a, b in zip(zz[i], zz[j])) / tau  # noqa: E731
+    per_anchor = []
+    for i in range(n):
+        positives = [p for p in range(n) if p != i and yy[p] == yy[i]]
+        if not positives:
+            continue
+        den = sum(math.exp(sim(i, a)) for a in range(n) if a != i)
+        per_anchor.append(sum(-math.log(math.exp(sim(i, p)) / den) for p in positives) / len(positives))
+    return sum(per_anchor) / len(per_anchor) if per_anchor else 0.0
+
+
+def reference_hcl_loss(z, ids, tau, beta):
+    """Robinson et al.'s form (tau+ = 0), written independently of the SCHaNe oracle:
+    reweight_k = e^{beta s_k} / mean_k e^{beta s_k}; Ng = mean_k(reweight_k e^{s_k});
+    l = -log(e^{s_p} / (e^{s_p} + |N| Ng))."""
+    zz, ids = z.detach().double().tolist(), ids.tolist()
+    n = len(ids)
+    sim = lambda i, j: sum(a * b for a, b in zip(zz[i], zz[j])) / tau  # noqa: E731
+    per_anchor = []
+    for i in range(n):
+        positives = [p for p in range(n) if p != i and ids[p] == ids[i]]
+        negatives = [k for k in range(n) if ids[k] != ids[i]]
+        if not positives:
+            continue
+        imp = [math.exp(beta * sim(i, k)) for k in negatives]
+        mean_imp = sum(imp) / len(imp)
+        ng = sum(w / mean_imp * math.exp(sim(i, k)) for w, k in zip(imp, negatives)) / len(negatives)
+        terms = [-math.log(math.exp(sim(i, p)) / (math.exp(sim(i, p)) + len(negatives) * ng)) for p in positives]
+        per_anchor.append(sum(terms) / len(terms))
+    return sum(per_anchor) / len(per_anchor) if per_anchor else 0.0
+
+
+def unweighted_form(z, labels, tau):
+    """beta = 0 by hand: -log(e^{s_ip} / (e^{s_ip} + sum_{k in N(i)} e^{s_ik})), plain exp."""
+    s = (z @ z.T / tau).double()
+    same = labels[:, None] == labels[None, :]
+    pos = same & ~torch.eye(len(labels), dtype=torch.bool)
+    neg_sum = (torch.exp(s) * (~same)).sum(dim=1, keepdim=True)
+    pair = -torch.log(torch.exp(s) / (torch.exp(s) + neg_sum))
+    n_pos = pos.sum(1)
+    per_anchor = (pair * pos).sum(1)[n_pos > 0] / n_pos[n_pos > 0]
+    return per_anchor.mean()
+
+
+def rel_err(a, b):
+    a, b = float(torch.as_tensor(a).detach()), float(torch.as_tensor(b).detach())
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
+# (seed, batch, classes, beta, tau); the last ones have singleton classes via random labels
+CASES = [
+    (0, 8, 2, 1.0, 0.1),
+    (1, 12, 3, 0.0, 0.1),
+    (2, 16, 4, 2.0, 0.05),
+    (3, 10, 5, 0.5, 0.5),
+    (4, 20, 5, 1.0, 0.2),
+    (5, 6, 3, 2.0, 1.0),
+    (6, 24, 6, 0.0, 0.07),
+]
+
+
+# --------------------------------------------------------------------------- vs the loop
+
+
+@pytest.mark.parametrize("seed,batch,n_classes,beta,tau", CASES)
+def test_schane_matches_loop_float64(seed, batch, n_classes, beta, tau):
+    z, y = make_batch(seed, batch, n_classes)
+    got = schane_loss(z, y, tau=tau, beta=beta)
+    assert got.dtype == torch.float64 and got.dim() == 0
+    assert rel_err(got, reference_schane_loss(z, y, tau, beta)) < 1e-6
+
+
+@pytest.mark.parametrize("seed,batch,n_classes,beta,tau", CASES)
+def test_schane_matches_loop_float32(seed, batch, n_classes, beta, tau):
+    z, y = make_batch(seed, batch, n_classes, dtype=torch.float32)
+    got = schane_loss(z, y, tau=tau, beta=beta)
+    assert got.dtype == torch.float32
+    assert rel_err(got, reference_schane_loss(z, y, tau, beta)) < 1e-4
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_schane_random_labels_with_singletons(seed):
+    g = torch.Generator().manual_seed(100 + seed)
+    z = F.normalize(torch.randn(14, 5, generator=g, dtype=torch.float64), dim=-1)
+    y = torch.randint(0, 6, (14,), generator=g)
+    for beta in (0.0, 1.0, 2.0):
+        assert rel_err(schane_loss(z, y, tau=0.1, beta=beta), reference_schane_loss(z, y, 0.1, beta)) < 1e-6
+
+
+def test_reference_oracle_closed_form():
+    # identical embeddings: every s equal, w = 1, l_i = log(1 + |N(i)|)
+    z = F.normalize(torch.ones(6, 3, dtype=torch.float64), dim=-1)
+    y = torch.tensor([0, 0, 0, 1, 1, 1])
+    assert reference_schane_loss(z, y, 0.1, 1.0) == pytest.approx(math.log(4.0), rel=1e-12)
+
+
+@pytest.mark.parametrize("seed,tau", [(0, 0.1), (1, 0.05), (2, 0.5)])
+def test_supcon_matches_loop(seed, tau):
+    z, y = make_batch(seed, 12, 3)
+    assert rel_err(supcon_loss(z, y, tau=tau), reference_supcon_loss(z, y, tau)) < 1e-6
+    z32 = z.float()
+    assert rel_err(supcon_loss(z32, y, tau=tau), reference_supcon_loss(z32, y, tau)) < 1e-4
+
+
+@pytest.mark.parametrize("seed,beta,tau", [(0, 1.0, 0.1), (1, 0.0, 0.2), (2, 2.0, 0.05)])
+def test_hcl_matches_robinson_loop(seed, beta, tau):
+    g = torch.Generator().manual_seed(seed)
+    z = F.normalize(torch.randn(12, 6, generator=g, dtype=torch.float64), dim=-1)
+    ids = torch.arange(6).repeat(2)  # two views of six images
+    got = hcl_loss(z, ids, tau=tau, beta=beta)
+    assert rel_err(got, reference_hcl_loss(z, ids, tau, beta)) < 1e-6
+    # it is the SCHaNe kernel on instance ids, and differs from SCHaNe on class labels
+    assert torch.equal(got, schane_loss(z, ids, tau=tau, beta=beta))
+    classes = ids % 3
+    assert not torch.allclose(got, schane_loss(z, classes, tau=tau, beta=beta))
+
+
+# --------------------------------------------------------------------------- edge cases
+
+
+@pytest.mark.parametrize("fn", ["schane", "supcon", "hcl"])
+def test_no_positives_gives_zero_with_zero_grad(fn):
+    loss_fn = {"schane": schane_loss, "supcon": supcon_loss, "hcl": hcl_loss}[fn]
+    z, _ = make_batch(0, 5, 5, dtype=torch.float32)
+    z.requires_grad_(True)
+    y = torch.arange(5)  # 1-shot, one view per image: nobody has a positive
+    loss = loss_fn(z, y)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert z.grad is not None and torch.equal(z.grad, torch.zeros_like(z))
+    # batch of one sample, and batched episodes, too
+    assert loss_fn(z[:1].detach(), y[:1]).item() == 0.0
+    zb = torch.stack([z.detach(), z.detach()]).requires_grad_(True)
+    lb = loss_fn(zb, torch.stack([y, y]))
+    lb.sum().backward()
+    assert torch.equal(lb, torch.zeros(2)) and torch.equal(zb.grad, torch.zeros_like(zb))
+
+
+def test_anchors_without_positive_are_excluded():
+    z, _ = make_batch(3, 7, 1, dtype=torch.float64)
+    y = torch.tensor([0, 0, 0, 1, 1, 2, 3])  # anchors 5 and 6 have no positive
+    got = float(schane_loss(z, y, tau=0.1, beta=1.0))
+    ref = reference_schane_loss(z, y, 0.1, 1.0)
+    assert rel_err(got, ref) < 1e-9
+    assert abs(got - ref * 5 / 7) > 1e-3  # i.e. not "counted as zero"
+    # the singletons still act as negatives: dropping them changes the loss
+    assert abs(got - float(schane_loss(z[:5], y[:5], tau=0.1))) > 1e-3
+    got_sc = float(supcon_loss(z, y, tau=0.1))
+    assert rel_err(got_sc, reference_supcon_loss(z, y, 0.1)) < 1e-9
+
+
+def test_single_class_zero_warns_and_is_graph_connected():
+    z, _ = make_batch(0, 6, 1, dtype=torch.float32)
+    z.requires_grad_(True)
+    y = torch.zeros(6, dtype=torch.long)
+    with pytest.warns(UserWarning, match="single class"):
+        loss = schane_loss(z, y)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(z.grad, torch.zeros_like(z))
+    assert reference_schane_loss(z, y, 0.1, 1.0) == 0.0
+    with pytest.warns(UserWarning):
+        assert hcl_loss(z.detach(), y).item() == 0.0
+    # SupCon is well defined without negatives: no warning, matches its loop
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sc = supcon_loss(z.detach().double(), y)
+    assert rel_err(sc, reference_supcon_loss(z, y, 0.1)) < 1e-6 and sc.item() > 0
+
+
+def test_single_class_error_mode_and_bad_mode():
+    z, _ = make_batch(0, 4, 1)
+    y = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="single class"):
+        schane_loss(z, y, single_class="error")
+    with pytest.raises(ValueError, match="single class"):
+        combined_loss(torch.zeros(4, 3, dtype=torch.float64), z, y, single_class="error")
+    with pytest.raises(ValueError, match="single_class"):
+        schane_loss(z, torch.tensor([0, 0, 1, 1]), single_class="nan")
+    with pytest.raises(ValueError):
+        SCHaNeLoss(single_class="ignore")
+    # no positives at all is not a single-class problem: no warning, no error
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert schane_loss(z[:1], y[:1], single_class="error").item() == 0.0
+
+
+def test_single_class_episode_in_a_batch_of_episodes():
+    z0, y0 = make_batch(0, 6, 2)
+    z1, _ = make_batch(1, 6, 1)
+    y1 = torch.zeros(6, dtype=torch.long)
+    with pytest.warns(UserWarning, match=r"\[1\]"):
+        out = schane_loss(torch.stack([z0, z1]), torch.stack([y0, y1]))
+    assert out[1].item() == 0.0
+    assert torch.allclose(out[0], schane_loss(z0, y0), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("seed,tau", [(0, 0.1), (1, 0.5), (2, 0.07)])
+def test_beta_zero_equals_unweighted_form(seed, tau):
+    z, y = make_batch(seed, 15, 4)
+    got = schane_loss(z, y, tau=tau, beta=0.0)
+    assert rel_err(got, unweighted_form(z, y, tau)) < 1e-10
+    # and beta > 0 really is different
+    assert rel_err(schane_loss(z, y, tau=tau, beta=2.0), unweighted_form(z, y, tau)) > 1e-4
+
+
+@pytest.mark.parametrize("fn", ["schane", "supcon", "hcl"])
+def test_permutation_invariance(fn):
+    loss_fn = {"schane": schane_loss, "supcon": supcon_loss, "hcl": hcl_loss}[fn]
+    z, y = make_batch(7, 18, 4)
+    perm = torch.randperm(18, generator=torch.Generator().manual_seed(1))
+    assert rel_err(loss_fn(z[perm], y[perm], tau=0.1), loss_fn(z, y, tau=0.1)) < 1e-12
+    # relabelling the classes does not matter either
+    assert rel_err(loss_fn(z, (y * 7 + 3), tau=0.1), loss_fn(z, y, tau=0.1)) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_identical_embeddings_finite(dtype):
+    z = F.normalize(torch.ones(8, 16), dim=-1).to(dtype).requires_grad_(True)
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    for beta in (0.0, 1.0, 6.0):
+        loss = schane_loss(z, y, tau=0.05, beta=beta)
+        (grad,) = torch.autograd.grad(loss, z)
+        assert torch.isfinite(loss) and torch.isfinite(grad).all()
+        # s all equal -> w = 1, l_i = log(1 + |N(i)|) = log 7
+        assert loss.item() == pytest.approx(math.log(7.0), rel=1e-5)
+    for loss in (supcon_loss(z, y, tau=0.05), hcl_loss(z, y, tau=0.05)):
+        (grad,) = torch.autograd.grad(loss, z)
+        assert torch.isfinite(loss) and torch.isfinite(grad).all()
+
+
+def test_well_separated_clusters_large_beta_float32():
+    # positives almost identical (cos ~ 1), negatives at cos ~ 0.3: with tau = 0.05 and
+    # beta = 6 the masked (positive) entries of log w + s sit ~95 above the negatives' row
+    # max, so a masked log-sum-exp that exponentiates them overflows float32 (inf * 0 = NaN).
+    g = torch.Generator().manual_seed(3)
+    a, r = F.normalize(torch.randn(2, 16, generator=g, dtype=torch.float64), dim=-1)
+    b = 0.3 * a + math.sqrt(1 - 0.3**2) * F.normalize(r - (r @ a) * a, dim=-1)
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    noise = 1e-3 * torch.randn(8, 16, generator=g, dtype=torch.float64)
+    z = F.normalize(torch.where(y[:, None] == 0, a, b) + noise, dim=-1)
+    z32 = z.float().requires_grad_(True)
+    for beta in (1.0, 6.0):
+        ref = reference_schane_loss(z, y, 0.05, beta)
+        assert 1e-7 < ref < 1e-4  # tiny but well resolved by the float64 loop
+        assert rel_err(schane_loss(z, y, tau=0.05, beta=beta), ref) < 1e-6
+        loss = schane_loss(z32, y, tau=0.05, beta=beta)
+        (grad,) = torch.autograd.grad(loss, z32)
+        assert torch.isfinite(loss) and torch.isfinite(grad).all()
+        assert rel_err(loss, reference_schane_loss(z32, y, 0.05, beta)) < 1e-4
+    loss = supcon_loss(z32, y, tau=0.05)
+    assert rel_err(loss, reference_supcon_loss(z32, y, 0.05)) < 1e-4
+
+
+@pytest.mark.parametrize("amp_dtype", [torch.bfloat16, torch.float16])
+def test_autocast_tau_005_float32_inside(amp_dtype):
+    z32, y = make_batch(11, 32, 4, dim=64, dtype=torch.float32)
+    ref32 = schane_loss(z32, y, tau=0.05, beta=2.0)
+    z_low = z32.to(amp_dtype).requires_grad_(True)  # what a low-precision encoder hands over
+    with torch.autocast("cpu", dtype=amp_dtype):
+        out = schane_loss(z_low, y, tau=0.05, beta=2.0)
+        sc = supcon_loss(z_low, y, tau=0.05)
+        hc = hcl_loss(z_low, y, tau=0.05, beta=2.0)
+    out.backward()
+    assert out.dtype == torch.float32 and sc.dtype == torch.float32 and hc.dtype == torch.float32
+    assert torch.isfinite(out) and torch.isfinite(sc) and torch.isfinite(hc)
+    assert torch.isfinite(z_low.grad).all()
+    # computed in float32 inside: same number as the float32 call on the rounded input ...
+    plain = schane_loss(z_low.detach().float(), y, tau=0.05, beta=2.0)
+    assert rel_err(out, plain) < 1e-6
+    # ... and close to the full-precision loss (only the input rounding differs)
+    assert rel_err(out, ref32) < 2e-2
+
+
+def test_batched_equals_per_episode():
+    eps = [make_batch(s, 12, c) for s, c in [(0, 2), (1, 3), (2, 4), (3, 6)]]
+    z = torch.stack([e[0] for e in eps])
+    y = torch.stack([e[1] for e in eps])
+    for kw in ({"tau": 0.1, "beta": 1.0}, {"tau": 0.05, "beta": 0.0}, {"tau": 0.2, "beta": 2.0}):
+        out = schane_loss(z, y, **kw)
+        assert out.shape == (4,)
+        single = torch.stack([schane_loss(z[e], y[e], **kw) for e in range(4)])
+        assert torch.allclose(out, single, rtol=1e-12, atol=0)
+    for fn in (supcon_loss, hcl_loss):
+        out = fn(z, y, tau=0.1)
+        assert torch.allclose(out, torch.stack([fn(z[e], y[e], tau=0.1) for e in range(4)]), rtol=1e-12, atol=0)
+    # gradients per episode are those of the separate calls
+    zb = z.clone().requires_grad_(True)
+    schane_loss(zb, y).sum().backward()
+    for e in range(4):
+        ze = z[e].clone().requires_grad_(True)
+        schane_loss(ze, y[e]).backward()
+        assert torch.allclose(zb.grad[e], ze.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_gradcheck_float64():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert torch.autograd.gradcheck(lambda v: schane_loss(F.normalize(v, dim=-1), y, tau=0.5, beta=1.0), (x,))
+    assert torch.autograd.gradcheck(lambda v: supcon_loss(F.normalize(v, dim=-1), y, tau=0.5), (x,))
+    assert torch.autograd.gradcheck(lambda v: hcl_loss(F.normalize(v, dim=-1), y % 3, tau=0.5, beta=2.0), (x,))
+    xb = torch.randn(2, 5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    yb = torch.tensor([[0, 0, 1, 1, 2], [0, 1, 0, 1, 1]])
+    assert torch.autograd.gradcheck(lambda v: schane_loss(F.normalize(v, dim=-1), yb, tau=0.3), (xb,))
+
+
+def test_detach_weights_changes_gradient_not_value():
+    z, y = make_batch(5, 10, 3)
+    za = z.clone().requires_grad_(True)
+    zb = z.clone().requires_grad_(True)
+    la = schane_loss(za, y, beta=1.0, detach_weights=False)
+    lb = schane_loss(zb, y, beta=1.0, detach_weights=True)
+    assert torch.equal(la, lb)
+    la.backward()
+    lb.backward()
+    assert not torch.allclose(za.grad, zb.grad, rtol=1e-3, atol=1e-6)
+    # with beta = 0 the weights are constant (all 1), so the two gradients agree
+    zc = z.clone().requires_grad_(True)
+    zd = z.clone().requires_grad_(True)
+    schane_loss(zc, y, beta=0.0).backward()
+    schane_loss(zd, y, beta=0.0, detach_weights=True).backward()
+    assert torch.allclose(zc.grad, zd.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_combined_loss():
+    z, y = make_batch(2, 10, 3)
+    logits = torch.randn(10, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    # lam = 0 is exactly CE and never looks at z
+    z_nan = torch.full_like(z, float("nan"))
+    assert torch.equal(combined_loss(logits, z_nan, y, lam=0.0), F.cross_entropy(logits, y))
+    # lam = 1 is exactly SCHaNe and never looks at the logits
+    assert torch.equal(
+        combined_loss(torch.full_like(logits, float("nan")), z, y, lam=1.0, tau=0.2, beta=2.0),
+        schane_loss(z, y, tau=0.2, beta=2.0),
+    )
+    mixed = combined_loss(logits, z, y, lam=0.9)
+    expect = 0.1 * F.cross_entropy(logits, y) + 0.9 * schane_loss(z, y)
+    assert torch.allclose(mixed, expect, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="lam"):
+        combined_loss(logits, z, y, lam=1.5)
+
+
+def test_combined_loss_batched():
+    eps = [make_batch(s, 9, 3) for s in range(3)]
+    z = torch.stack([e[0] for e in eps])
+    y = torch.stack([e[1] for e in eps])
+    logits = torch.randn(3, 9, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for lam in (0.0, 0.5, 0.9, 1.0):
+        out = combined_loss(logits, z, y, lam=lam)
+        assert out.shape == (3,)
+        single = torch.stack([combined_loss(logits[e], z[e], y[e], lam=lam) for e in range(3)])
+        assert torch.allclose(out, single, rtol=1e-12, atol=0)
+
+
+def test_input_validation():
+    z, y = make_batch(0, 6, 2)
+    with pytest.raises(ValueError, match="labels"):
+        schane_loss(z, y[:5])
+    with pytest.raises(ValueError, match="integer"):
+        schane_loss(z, y.double())
+    with pytest.raises(ValueError, match=r"\[B, D\]"):
+        schane_loss(z[0], y[:1])
+    with pytest.raises(ValueError, match="tau"):
+        supcon_loss(z, y, tau=0.0)
+    with pytest.raises(ValueError, match="instance_ids"):
+        hcl_loss(z, y[:4])
+    with pytest.raises(ValueError, match="logits"):
+        combined_loss(torch.zeros(6, 2, 2), z, y)
+
+
+def test_modules_match_functions():
+    z, y = make_batch(4, 12, 3)
+    m = SCHaNeLoss(tau=0.2, beta=2.0, detach_weights=True)
+    assert torch.equal(m(z, y), schane_loss(z, y, tau=0.2, beta=2.0, detach_weights=True))
+    assert torch.equal(SupConLoss(tau=0.2)(z, y), supcon_loss(z, y, tau=0.2))
+    assert torch.equal(HCLLoss(tau=0.2, beta=0.5)(z, y), hcl_loss(z, y, tau=0.2, beta=0.5))
+    assert "beta=2.0" in repr(m)
