@@ -1,0 +1,101 @@
+"""The feature bank: frozen lower-network features of every image under a fixed set of
+augmented views, computed once and shared by every episode and every method.
+
+View 0 is the clean image (used for prototypes and for classifying queries); views
+1..A-1 are random resized crops with horizontal flips. Each image's augmentations come from
+its own random stream, seeded by (run seed, image index), so the bank does not depend on
+which episodes are run, in what order, or in how many processes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch import nn
+from torchvision.transforms import InterpolationMode
+from tqdm.auto import tqdm
+
+CROP_SCALE = (0.5, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+
+
+def _crop_box(rng: np.random.Generator, h: int, w: int) -> tuple[int, int, int, int]:
+    """RandomResizedCrop's box sampling (torchvision's rule) from a numpy generator."""
+    area = h * w
+    for _ in range(10):
+        target = area * rng.uniform(*CROP_SCALE)
+        ratio = np.exp(rng.uniform(np.log(CROP_RATIO[0]), np.log(CROP_RATIO[1])))
+        cw = int(round(np.sqrt(target * ratio)))
+        ch = int(round(np.sqrt(target / ratio)))
+        if 0 < cw <= w and 0 < ch <= h:
+            top = int(rng.integers(0, h - ch + 1))
+            left = int(rng.integers(0, w - cw + 1))
+            return top, left, ch, cw
+    return 0, 0, h, w
+
+
+def augmented_views(image: torch.Tensor, n_views: int, size: int, rng: np.random.Generator,
+                    interpolation: InterpolationMode) -> torch.Tensor:
+    """uint8 [3, H, W] -> uint8 [n_views, 3, size, size]; view 0 is the whole image."""
+    _, h, w = image.shape
+    out = [TF.resize(image, [size, size], interpolation=interpolation, antialias=True)]
+    for _ in range(n_views - 1):
+        top, left, ch, cw = _crop_box(rng, h, w)
+        v = TF.resized_crop(image, top, left, ch, cw, [size, size],
+                            interpolation=interpolation, antialias=True)
+        if rng.random() < 0.5:
+            v = TF.horizontal_flip(v)
+        out.append(v)
+    return torch.stack(out)
+
+
+def _interpolation(name: str) -> InterpolationMode:
+    return {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
+            "nearest": InterpolationMode.NEAREST}.get(name, InterpolationMode.BICUBIC)
+
+
+@torch.no_grad()
+def build_bank(
+    lower: nn.Module,
+    images: np.ndarray,
+    image_ids: np.ndarray,
+    *,
+    n_views: int,
+    size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    interpolation: str = "bicubic",
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    batch_images: int = 32,
+    autocast_dtype: torch.dtype | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Features of `lower` for images[image_ids] under `n_views` views each:
+    a float32 tensor [len(image_ids), n_views, *feature_shape] on `device`."""
+    device = torch.device(device)
+    interp = _interpolation(interpolation)
+    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+    lower = lower.eval().to(device)
+    chunks = []
+    bar = tqdm(total=len(image_ids), desc="feature bank", unit="img", disable=not progress,
+               leave=False)
+    for start in range(0, len(image_ids), batch_images):
+        ids = image_ids[start:start + batch_images]
+        views = torch.stack([
+            augmented_views(torch.from_numpy(images[i]).permute(2, 0, 1), n_views, size,
+                            np.random.default_rng([seed, int(i)]), interp)
+            for i in ids
+        ])  # [b, A, 3, S, S] uint8
+        x = views.flatten(0, 1).to(device).float()
+        x = ((x - mean_t) / std_t).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                            enabled=autocast_dtype is not None):
+            f = lower(x)
+        f = f.float().contiguous()
+        chunks.append(f.view(len(ids), n_views, *f.shape[1:]))
+        bar.update(len(ids))
+    bar.close()
+    return torch.cat(chunks)

@@ -1,0 +1,101 @@
+"""`bench`: the command line. A thin layer over functions a notebook can call too."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .config import METHODS, OPTIMIZERS, TUNE_MODES, RunConfig
+from .errors import BenchError
+
+_DEFAULTS = RunConfig()
+
+
+def _methods(ctx, param, value: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in value.split(",") if m.strip())
+
+
+class BenchGroup(click.Group):
+    """Turns BenchError into a one-paragraph message and exit status 2 (no traceback)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BenchError as exc:
+            if ctx.meta.get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=BenchGroup)
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.version_option(package_name="fewshot-bench")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Paired few-shot fine-tuning benchmark: SCHaNe vs cross-entropy."""
+    ctx.meta["debug"] = debug
+    # Offline machines: fail fast instead of retrying the model hub for ~47 s.
+    os.environ.setdefault("HF_HUB_OFFLINE", "0")
+
+
+@main.command()
+@click.option("--dataset", default=_DEFAULTS.dataset, show_default=True, help="Data set name.")
+@click.option("--data-root", default=None, help="Folder holding the data set's files.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=_DEFAULTS.split,
+              show_default=True, help="Class split the episodes come from.")
+@click.option("--ways", type=int, default=_DEFAULTS.ways, show_default=True)
+@click.option("--shots", type=int, default=_DEFAULTS.shots, show_default=True)
+@click.option("--queries", type=int, default=_DEFAULTS.queries, show_default=True,
+              help="Query images per class.")
+@click.option("--episodes", type=int, default=_DEFAULTS.episodes, show_default=True)
+@click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True,
+              help="Seeds the episodes, the augmentations and the view schedule.")
+@click.option("--backbone", default=_DEFAULTS.backbone, show_default=True, help="timm model name.")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="Local timm-format weight file for --backbone.")
+@click.option("--image-size", type=int, default=None,
+              help="Input size in pixels [default: the data set's, else the backbone's].")
+@click.option("--methods", default=",".join(_DEFAULTS.methods), show_default=True,
+              callback=_methods, help=f"Comma list of {', '.join(METHODS)}.")
+@click.option("--lambda", "lam", type=float, default=_DEFAULTS.lam, show_default=True,
+              help="SCHaNe weight: loss = (1 - lambda) CE + lambda SCHaNe.")
+@click.option("--tau", type=float, default=_DEFAULTS.tau, show_default=True, help="Temperature.")
+@click.option("--beta", type=float, default=_DEFAULTS.beta, show_default=True,
+              help="Hard-negative concentration (0: uniform weights).")
+@click.option("--detach-weights", is_flag=True, help="Stop gradient through hard-negative weights.")
+@click.option("--views", type=int, default=_DEFAULTS.views, show_default=True,
+              help="Augmented views of each support image per step.")
+@click.option("--bank-views", type=int, default=_DEFAULTS.bank_views, show_default=True,
+              help="Augmented views stored per image (view 0 is the clean image).")
+@click.option("--steps", type=int, default=_DEFAULTS.steps, show_default=True)
+@click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_DEFAULTS.optimizer,
+              show_default=True)
+@click.option("--weight-decay", type=float, default=_DEFAULTS.weight_decay, show_default=True)
+@click.option("--logit-scale", type=float, default=_DEFAULTS.logit_scale, show_default=True,
+              help="Scale of the cosine head's logits.")
+@click.option("--tune", type=click.Choice(TUNE_MODES), default=_DEFAULTS.tune, show_default=True,
+              help="What trains per episode: head, norm (final norm's scale/shift), last "
+                   "(last stage), full (whole backbone).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@click.option("--episodes-dir", default=_DEFAULTS.episodes_dir, show_default=True,
+              help="Where episode files are stored and reused.")
+@click.option("--episode-batch", type=int, default=None,
+              help="Episodes fine-tuned together [default: from memory]; never changes results.")
+@click.option("--out", default=None, help="Results folder [default: results/<run-id>].")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def run(no_progress: bool, **options) -> None:
+    """Fine-tune per episode with each method on the same stored episodes and compare."""
+    from .runner import run as run_benchmark  # heavy imports only when running
+
+    cfg = RunConfig(**options).validate()
+    result = run_benchmark(cfg, progress=not no_progress, echo=lambda m: click.echo(m, err=True))
+    click.echo(result.text)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
