@@ -16,6 +16,8 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 
+from .runtime import keep_freed_memory
+
 CROP_SCALE = (0.5, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 
@@ -68,17 +70,20 @@ def build_bank(
     interpolation: str = "bicubic",
     seed: int = 0,
     device: torch.device | str = "cpu",
-    batch_images: int = 32,
+    batch_views: int = 64,
     autocast_dtype: torch.dtype | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
     """Features of `lower` for images[image_ids] under `n_views` views each:
     a float32 tensor [len(image_ids), n_views, *feature_shape] on `device`."""
+    keep_freed_memory()
     device = torch.device(device)
+    batch_images = max(1, batch_views // n_views)  # ~64 views a batch: best CPU throughput
     interp = _interpolation(interpolation)
     mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
-    lower = lower.eval().to(device)
+    # channels_last: ~1.7x faster convolutions on CPU (oneDNN) and on tensor cores
+    lower = lower.eval().to(device, memory_format=torch.channels_last)
     chunks = []
     bar = tqdm(total=len(image_ids), desc="feature bank", unit="img", disable=not progress,
                leave=False)

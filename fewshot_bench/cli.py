@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -37,8 +36,6 @@ class BenchGroup(click.Group):
 def main(ctx: click.Context, debug: bool) -> None:
     """Paired few-shot fine-tuning benchmark: SCHaNe vs cross-entropy."""
     ctx.meta["debug"] = debug
-    # Offline machines: fail fast instead of retrying the model hub for ~47 s.
-    os.environ.setdefault("HF_HUB_OFFLINE", "0")
 
 
 @main.command()

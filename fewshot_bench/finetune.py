@@ -16,9 +16,6 @@ Adam/SGD update elementwise. So grouping changes speed, not results.
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import sys
 import time
 from dataclasses import dataclass
 
@@ -29,6 +26,7 @@ from torch import Tensor
 from torch.func import functional_call, vmap
 
 from .losses import combined_loss
+from .runtime import keep_freed_memory
 from .split import BackboneSplit
 
 VIEW_STREAM = 1  # tag mixed into the per-episode seed for the view-sampling stream
@@ -60,27 +58,6 @@ class EpisodeResults:
     failed: np.ndarray  # bool
     reason: list[str]
     seconds: float  # wall time of the whole group
-
-
-@functools.cache
-def keep_freed_memory() -> None:
-    """Ask glibc to keep freed memory instead of returning it to the OS.
-
-    Every training step allocates and frees feature-sized tensors (tens of MB). By default
-    glibc serves those with fresh mmap pages and unmaps them on free, so each step pays
-    page faults on every byte: profiling showed elementwise ops running 3-5x below memory
-    bandwidth. Raising the mmap and trim thresholds removes that cost. No-op off glibc.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    libc.mallopt(m_mmap_threshold, 1 << 30)
-    libc.mallopt(m_trim_threshold, (1 << 31) - 1)
-    libc.mallopt(m_top_pad, 256 << 20)
 
 
 def view_schedule(seed: int, episode: int, steps: int, n_images: int, views: int,

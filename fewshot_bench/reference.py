@@ -1,0 +1,186 @@
+"""The straightforward per-episode fine-tuning loop, as a test oracle for the engine.
+
+This is the loop researchers write (learn2learn's and P>M>F's fine-tuning examples): for
+each episode, deep-copy the pretrained backbone, freeze everything but the parameters the
+tune mode trains, put a cosine head initialised from the support prototypes on top, and for
+every step run the *whole* network (frozen lower layers included) on the support images'
+augmented views, then classify the clean query views. One episode at a time, no feature
+bank, no vmap, no hand-written autograd.
+
+It follows `EpisodeFinetuner`'s protocol exactly (same augmented views, same per-step view
+choice from `view_schedule`, same loss, head initialisation, optimizer, and loss_before /
+loss_after measured on the step-0 batch), so per-episode accuracies of the two agree up
+to float rounding. That agreement is the test of the engine (tests/test_finetune.py), and
+`benchmarks/speed.py` times the two against each other.
+
+The trainable parameters are chosen here from the model's own modules, independently of
+`split.py` (which rebuilds the final normalisation of ``norm`` mode as a separate module),
+so a wrong cut in the engine shows up as a disagreement.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .bank import _interpolation, augmented_views
+from .errors import BenchError
+from .finetune import FinetuneConfig, _make_optimizer, view_schedule
+from .losses import combined_loss
+from .split import split_backbone
+
+__all__ = ["build_image_bank", "trainable_parameters", "reference_finetune_episode",
+           "reference_protonet_episode"]
+
+
+def build_image_bank(
+    images: np.ndarray,
+    image_ids: np.ndarray,
+    *,
+    n_views: int,
+    size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    interpolation: str = "bicubic",
+    seed: int = 0,
+) -> Tensor:
+    """The network inputs behind `build_bank`: float32 [len(image_ids), n_views, 3, S, S].
+
+    Same augmentation streams (``default_rng([seed, image index])``) and the same
+    normalisation arithmetic as `bank.build_bank`, so ``lower(image_bank[:, v])`` is the
+    feature bank's view v up to float rounding.
+    """
+    interp = _interpolation(interpolation)
+    mean_t = torch.tensor(mean).view(1, 3, 1, 1) * 255
+    std_t = torch.tensor(std).view(1, 3, 1, 1) * 255
+    out = []
+    for i in np.asarray(image_ids).reshape(-1):
+        v = augmented_views(torch.from_numpy(images[i]).permute(2, 0, 1), n_views, size,
+                            np.random.default_rng([seed, int(i)]), interp)
+        out.append((v.float() - mean_t) / std_t)
+    if not out:
+        return torch.empty(0, n_views, 3, size, size)
+    return torch.stack(out)
+
+
+def trainable_parameters(model: nn.Module, tune: str) -> list[nn.Parameter]:
+    """The parameters of `model` itself that `tune` fine-tunes (the head aside).
+
+    head: none; norm: scale and shift of the final normalisation layer; last: the last
+    stage and everything after it; full: all. Unsupported (model, mode) pairs raise the
+    same `BenchError` as `split_backbone`.
+    """
+    split_backbone(model, tune)  # the engine's rule for what is supported
+    kind = type(model).__name__
+    if tune == "head":
+        return []
+    if tune == "full":
+        return list(model.parameters())
+    if kind == "EfficientNet":
+        if tune == "norm":
+            return [model.bn2.weight, model.bn2.bias]
+        mods = [model.blocks[-1], model.conv_head, model.bn2]
+    elif kind == "ResNet":
+        mods = [model.layer4]
+    elif kind == "VisionTransformer":
+        mods = [model.norm] if tune == "norm" else [model.blocks[-1], model.norm]
+    else:  # pragma: no cover - split_backbone raised already
+        raise BenchError(f"--tune {tune} is not available for {kind}")
+    return [p for m in mods for p in m.parameters()]
+
+
+def _embed(net: nn.Module, x: Tensor, batch: int = 256) -> Tensor:
+    return torch.cat([net(x[i:i + batch]) for i in range(0, len(x), batch)]).float()
+
+
+@torch.no_grad()
+def _prototypes(net: nn.Module, images_views: Tensor, support_rows: Tensor, ways: int,
+                shots: int) -> Tensor:
+    z = F.normalize(_embed(net, images_views[support_rows, 0]), dim=-1)
+    return F.normalize(z.view(ways, shots, -1).mean(1), dim=-1)
+
+
+def reference_protonet_episode(model: nn.Module, images_views: Tensor, support_rows,
+                               query_rows, ways: int, shots: int,
+                               device: torch.device | str = "cpu") -> float:
+    """Cosine nearest-class-mean accuracy of the pretrained embeddings (clean views)."""
+    net = model.eval().to(device)
+    support_rows = torch.as_tensor(np.asarray(support_rows), device="cpu")
+    query_rows = torch.as_tensor(np.asarray(query_rows), device="cpu")
+    x = images_views.to(device) if images_views.device != torch.device(device) else images_views
+    protos = _prototypes(net, x, support_rows, ways, shots)
+    with torch.no_grad():
+        zq = F.normalize(_embed(net, x[query_rows, 0]), dim=-1)
+    pred = (zq @ protos.T).argmax(-1).cpu()
+    labels = torch.arange(ways).repeat_interleave(len(query_rows) // ways)
+    return float((pred == labels).float().mean())
+
+
+def reference_finetune_episode(
+    model: nn.Module,
+    tune: str,
+    images_views: Tensor,
+    support_rows,
+    query_rows,
+    episode: int,
+    seed: int,
+    cfg: FinetuneConfig,
+    ways: int,
+    shots: int,
+    device: torch.device | str = "cpu",
+) -> dict:
+    """Fine-tune a fresh copy of `model` on one episode; return accuracy and losses.
+
+    `images_views` float [M, A, 3, S, S]: normalised inputs, view 0 clean (see
+    `build_image_bank`); `support_rows` [N*K] (class-major) and `query_rows` [N*Q]
+    (class-major) index its first dimension. Returns ``dict(accuracy, loss_before,
+    loss_after, failed)``; a non-finite loss gives ``failed=True`` and accuracy NaN.
+    """
+    device = torch.device(device)
+    net = copy.deepcopy(model).to(device).eval()  # eval: BatchNorm statistics stay frozen
+    for p in net.parameters():
+        p.requires_grad_(False)
+    params = trainable_parameters(net, tune)
+    for p in params:
+        p.requires_grad_(True)
+
+    x_all = images_views if images_views.device == device else images_views.to(device)
+    support_rows = torch.as_tensor(np.asarray(support_rows), dtype=torch.long)
+    query_rows = torch.as_tensor(np.asarray(query_rows), dtype=torch.long)
+    nk, a = len(support_rows), x_all.shape[1]
+
+    head = _prototypes(net, x_all, support_rows, ways, shots).clone().requires_grad_()
+    opt = _make_optimizer([*params, head], cfg)
+    schedule = torch.from_numpy(view_schedule(seed, episode, cfg.steps, nk, cfg.views, a))
+    labels = torch.arange(ways, device=device).repeat_interleave(shots).repeat_interleave(cfg.views)
+
+    def step_loss(step: int) -> Tensor:
+        x = x_all[support_rows[:, None], schedule[step]].flatten(0, 1)  # (image, view) order
+        z = F.normalize(net(x).float(), dim=-1)
+        logits = cfg.logit_scale * z @ F.normalize(head, dim=-1).T
+        return combined_loss(logits, z, labels, lam=cfg.lam, tau=cfg.tau, beta=cfg.beta,
+                             detach_weights=cfg.detach_weights)
+
+    failed = False
+    with torch.no_grad():
+        loss_before = float(step_loss(0))
+    for step in range(cfg.steps):
+        loss = step_loss(step)
+        if not torch.isfinite(loss):
+            failed = True
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        loss_after = float(step_loss(0))
+        zq = F.normalize(_embed(net, x_all[query_rows, 0]), dim=-1)
+        pred = (zq @ F.normalize(head, dim=-1).T).argmax(-1).cpu()
+    failed = failed or not np.isfinite(loss_after)
+    q_labels = torch.arange(ways).repeat_interleave(len(query_rows) // ways)
+    acc = float("nan") if failed else float((pred == q_labels).float().mean())
+    return dict(accuracy=acc, loss_before=loss_before, loss_after=loss_after, failed=failed)

@@ -1,0 +1,114 @@
+"""RunConfig: validation before any work, and a lossless dict round trip."""
+
+import math
+from dataclasses import fields
+
+import pytest
+
+from fewshot_bench.config import METHODS, RunConfig
+from fewshot_bench.errors import BenchError
+
+
+def test_defaults_validate():
+    cfg = RunConfig()
+    assert cfg.validate() is cfg
+    assert cfg.methods == METHODS
+    assert cfg.trained_methods == ("ce", "schane")
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(methods=("ce",), views=1),  # CE alone may use one view
+    dict(shots=5, views=1),  # with 5 shots SCHaNe has positives from other images
+    dict(tune="head", methods=("protonet", "ce")),
+    dict(lam=0.0), dict(lam=1.0), dict(beta=0.0), dict(steps=0), dict(lr=0.0),
+    dict(image_size=16), dict(episode_batch=1), dict(device="cpu"),
+    dict(optimizer="sgd"), dict(tune="full"),
+], ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
+def test_valid_edge_values_pass(overrides):
+    RunConfig(**overrides).validate()
+
+
+BAD = {
+    "ways=1": dict(ways=1),
+    "ways=0": dict(ways=0),
+    "shots=0": dict(shots=0),
+    "queries=0": dict(queries=0),
+    "episodes=0": dict(episodes=0),
+    "methods=empty": dict(methods=()),
+    "methods=unknown": dict(methods=("ce", "bogus")),
+    "methods=twice": dict(methods=("ce", "ce")),
+    "lam=1.5": dict(lam=1.5),
+    "lam=-0.1": dict(lam=-0.1),
+    "lam=nan": dict(lam=math.nan),
+    "tau=0": dict(tau=0.0),
+    "tau=-1": dict(tau=-1.0),
+    "tau=nan": dict(tau=math.nan),
+    "beta=-1": dict(beta=-1.0),
+    "views=0": dict(views=0),
+    "views=1,shots=1,schane": dict(views=1, shots=1),
+    "bank_views<views": dict(views=4, bank_views=2),
+    "steps=-1": dict(steps=-1),
+    "lr=-1": dict(lr=-1.0),
+    "lr=nan": dict(lr=math.nan),
+    "optimizer=bogus": dict(optimizer="bogus"),
+    "tune=bogus": dict(tune="bogus"),
+    "tune=head,schane": dict(tune="head"),
+    "device=bogus": dict(device="tpu"),
+    "logit_scale=0": dict(logit_scale=0.0),
+    "image_size=8": dict(image_size=8),
+    "episode_batch=0": dict(episode_batch=0),
+}
+
+
+@pytest.mark.parametrize("overrides", list(BAD.values()), ids=list(BAD))
+def test_bad_values_refused(overrides):
+    with pytest.raises(BenchError) as info:
+        RunConfig(**overrides).validate()
+    assert str(info.value).strip()
+
+
+# Values that pass validate() today but break the run later (see the bug report):
+# NaN beta / logit scale make every trained episode fail and the run then dies in the
+# summary after results were written; a negative weight decay makes torch's optimizer
+# raise a ValueError (traceback) mid-run.
+LATE_FAILURES = {
+    "beta=nan": dict(beta=math.nan),
+    "logit_scale=nan": dict(logit_scale=math.nan),
+    "logit_scale=inf": dict(logit_scale=math.inf),
+    "weight_decay=-1": dict(weight_decay=-1.0),
+    "weight_decay=nan": dict(weight_decay=math.nan),
+}
+
+
+@pytest.mark.parametrize("overrides", list(LATE_FAILURES.values()), ids=list(LATE_FAILURES))
+def test_values_that_break_the_run_are_refused_up_front(overrides):
+    with pytest.raises(BenchError):
+        RunConfig(**overrides).validate()
+
+
+def test_to_dict_from_dict_roundtrip():
+    cfg = RunConfig(dataset="emoji", ways=3, shots=2, queries=4, episodes=7, seed=3,
+                    methods=("ce", "schane"), lam=0.5, tau=0.2, beta=0.0,
+                    detach_weights=True, views=3, bank_views=5, steps=4, lr=0.1,
+                    optimizer="sgd", weight_decay=1e-4, logit_scale=5.0, tune="last",
+                    device="cpu", episodes_dir="eps", out="o", image_size=48, episode_batch=2)
+    d = cfg.to_dict()
+    assert set(d) == {f.name for f in fields(RunConfig)}
+    assert d["methods"] == ["ce", "schane"]  # JSON-friendly
+    back = RunConfig.from_dict(d)
+    assert back == cfg
+    assert isinstance(back.methods, tuple)
+    assert RunConfig.from_dict(RunConfig().to_dict()) == RunConfig()
+
+
+def test_from_dict_ignores_unknown_keys():
+    d = RunConfig(ways=4).to_dict()
+    d["added_in_a_later_version"] = 1
+    assert RunConfig.from_dict(d) == RunConfig(ways=4)
+
+
+def test_from_dict_of_json_roundtrip():
+    import json
+
+    cfg = RunConfig(methods=("schane",), out=None, image_size=None)
+    assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg

@@ -1,0 +1,133 @@
+"""runner.run and its helpers, called as a notebook would (no CLI)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+
+from fewshot_bench.runner import (
+    RunResult,
+    comparison_pairs,
+    environment_record,
+    run,
+    summarise,
+    write_atomic,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_result(tiny, tmp_path_factory):
+    work = tmp_path_factory.mktemp("runner")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
+        cfg = tiny.config(work / "episodes", work / "out")
+        messages = []
+        result = run(cfg, progress=False, echo=messages.append)
+    return cfg, result, messages
+
+
+def test_run_returns_a_row_for_every_episode_and_method(tiny_result):
+    cfg, result, messages = tiny_result
+    assert isinstance(result, RunResult)
+    rows = result.rows
+    assert len(rows) == cfg.episodes * len(cfg.methods)
+    pairs = set(zip(rows["episode"], rows["method"]))
+    assert pairs == {(e, m) for e in range(cfg.episodes) for m in cfg.methods}
+    assert (rows["status"] == "ok").all()
+    assert rows["accuracy"].between(0, 1).all()
+    # protonet does not train: no losses; trained methods have both
+    proto = rows[rows["method"] == "protonet"]
+    assert proto["loss_before"].isna().all() and proto["loss_after"].isna().all()
+    trained = rows[rows["method"] != "protonet"]
+    assert trained["loss_before"].notna().all() and trained["loss_after"].notna().all()
+    assert result.out_dir.is_dir()
+    assert messages and "episodes" in messages[0]
+
+
+def test_rows_match_the_episode_log(tiny_result):
+    _, result, _ = tiny_result
+    logged = [json.loads(line) for line in
+              (result.out_dir / "episodes.jsonl").read_text().splitlines()]
+    pd.testing.assert_frame_equal(pd.DataFrame(logged), result.rows)
+
+
+def test_summary_mean_equals_mean_of_rows(tiny_result):
+    cfg, result, _ = tiny_result
+    table = result.method_table.set_index("method")
+    assert list(table.index) == list(cfg.methods)
+    by_rows = result.rows.groupby("method")["accuracy"].mean() * 100
+    for m in cfg.methods:
+        assert table.loc[m, "mean"] == pytest.approx(by_rows[m], abs=1e-9)
+        assert table.loc[m, "n"] == cfg.episodes
+        assert table.loc[m, "failed"] == 0
+    # the CSV on disk holds the same table
+    csv = pd.read_csv(result.out_dir / "summary.csv").set_index("method")
+    np.testing.assert_allclose(csv.loc[list(cfg.methods), "mean"], table["mean"])
+
+
+def test_paired_table_puts_schane_minus_ce_first(tiny_result):
+    cfg, result, _ = tiny_result
+    paired = result.paired_table
+    assert list(zip(paired["a"], paired["b"]))[0] == ("ce", "schane")
+    ce = result.rows[result.rows.method == "ce"].set_index("episode")["accuracy"]
+    sc = result.rows[result.rows.method == "schane"].set_index("episode")["accuracy"]
+    assert paired.iloc[0]["mean_diff"] == pytest.approx(100 * (sc - ce).mean(), abs=1e-6)
+    assert "schane - ce" in result.text
+
+
+def test_comparison_pairs_order():
+    assert comparison_pairs(("protonet", "ce", "schane")) == [
+        ("ce", "schane"), ("protonet", "ce"), ("protonet", "schane")]
+    assert comparison_pairs(("schane", "ce", "protonet"))[0] == ("ce", "schane")
+    assert comparison_pairs(("ce", "schane")) == [("ce", "schane")]
+    assert comparison_pairs(("ce",)) == []
+    assert comparison_pairs(("protonet",)) == []
+    assert comparison_pairs(("protonet", "schane")) == [("protonet", "schane")]
+
+
+def test_summarise_single_method_has_no_pairs():
+    rows = pd.DataFrame({"episode": [0, 1], "method": ["ce", "ce"], "accuracy": [0.2, 0.4],
+                         "status": ["ok", "ok"]})
+    table, paired = summarise(rows, ("ce",))
+    assert table.loc[0, "mean"] == pytest.approx(30.0)
+    assert paired.empty
+
+
+def test_summarise_survives_a_method_whose_episodes_all_failed():
+    """A method can fail every episode (non-finite loss); the run must still summarise
+    (and report the failures) instead of dying after its results were written."""
+    rows = pd.DataFrame({
+        "episode": [0, 1, 0, 1], "method": ["ce", "ce", "schane", "schane"],
+        "accuracy": [0.2, 0.4, None, None], "status": ["ok", "ok", "failed", "failed"],
+    })
+    table, _ = summarise(rows, ("ce", "schane"))
+    assert table.set_index("method").loc["schane", "failed"] == 2
+
+
+def test_write_atomic_leaves_no_temp_files(tmp_path):
+    target = tmp_path / "summary.md"
+    write_atomic(target, "first\n")
+    write_atomic(target, "second\n")
+    assert target.read_text() == "second\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.md"]
+
+
+def test_run_folder_has_no_temp_files(tiny_result):
+    _, result, _ = tiny_result
+    names = sorted(p.name for p in result.out_dir.iterdir())
+    assert not [n for n in names if n.endswith(".tmp") or n.startswith(".")], names
+
+
+def test_environment_record_has_versions():
+    rec = environment_record(torch.device("cpu"))
+    versions = rec["versions"]
+    assert versions["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert versions["timm"] == timm.__version__
+    assert versions["python"]
+    assert rec["hardware"]["device"] == "cpu"
+    assert rec["hardware"]["cuda"] is None
+    assert set(rec["git"]) == {"commit", "dirty"}
+    json.dumps(rec)  # stored in run.json
