@@ -87,9 +87,9 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def run(no_progress: bool, **options) -> None:
     """Fine-tune per episode with each method on the same stored episodes and compare."""
-    from .runner import run as run_benchmark  # heavy imports only when running
+    cfg = RunConfig(**options).validate()  # refuse bad values before the heavy imports
+    from .runner import run as run_benchmark
 
-    cfg = RunConfig(**options).validate()
     result = run_benchmark(cfg, progress=not no_progress, echo=lambda m: click.echo(m, err=True))
     click.echo(result.text)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, fields
 
 from .errors import BenchError
 
@@ -69,6 +70,10 @@ class RunConfig:
             bad(f"--methods lists a method twice: {','.join(self.methods)}.")
         if not 0.0 <= self.lam <= 1.0:
             bad(f"--lambda must lie in [0, 1] (got {self.lam}): 0 is plain CE, 1 is SCHaNe alone.")
+        for name in ("lam", "tau", "beta", "lr", "weight_decay", "logit_scale"):
+            if not math.isfinite(getattr(self, name)):
+                flag = "--lambda" if name == "lam" else "--" + name.replace("_", "-")
+                bad(f"{flag} must be a finite number (got {getattr(self, name)}).")
         if not self.tau > 0:
             bad(f"--tau must be positive (got {self.tau}); 0.1 is the customary value.")
         if self.beta < 0:
@@ -84,6 +89,8 @@ class RunConfig:
             bad(f"--steps must be >= 0 (got {self.steps}).")
         if not self.lr >= 0:
             bad(f"--lr must be >= 0 (got {self.lr}).")
+        if self.weight_decay < 0:
+            bad(f"--weight-decay must be >= 0 (got {self.weight_decay}).")
         if self.optimizer not in OPTIMIZERS:
             bad(f"Unknown --optimizer '{self.optimizer}'. Use one of {', '.join(OPTIMIZERS)}.")
         if self.tune not in TUNE_MODES:

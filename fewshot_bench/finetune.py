@@ -150,7 +150,7 @@ class EpisodeFinetuner:
 
     def _accuracy(self, pred: Tensor, n_query: int) -> np.ndarray:
         q_labels = torch.arange(self.ways, device=pred.device).repeat_interleave(n_query // self.ways)
-        return (pred == q_labels).float().mean(-1).cpu().numpy().astype(np.float64)
+        return (pred == q_labels).sum(-1).cpu().numpy() / pred.shape[-1]
 
     def finetune(self, support: Tensor, query: Tensor, episode_ids: np.ndarray, seed: int,
                  cfg: FinetuneConfig) -> EpisodeResults:

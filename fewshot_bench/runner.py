@@ -72,9 +72,14 @@ def episode_batch_size(cfg: RunConfig, bank: torch.Tensor) -> int:
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
+    """results/<time>-<dataset>-<backbone>-<N>w<K>s, with a counter if that exists."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = f"{stamp}-{cfg.dataset}-{cfg.backbone}-{cfg.ways}w{cfg.shots}s".replace("/", "_")
-    return Path("results") / name
+    path, n = Path("results") / name, 1
+    while path.exists():
+        n += 1
+        path = Path("results") / f"{name}-{n}"
+    return path
 
 
 def environment_record(device: torch.device) -> dict:
@@ -141,16 +146,27 @@ def comparison_pairs(methods: tuple[str, ...]) -> list[tuple[str, str]]:
 
 def summarise(rows: pd.DataFrame, methods: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
     method_table = analysis.method_summary(rows)
-    pairs = [p for p in comparison_pairs(methods) if set(p) <= set(rows["method"])]
+    ok = rows[rows["status"] == "ok"] if "status" in rows else rows
+    completed = {m: set(g["episode"]) for m, g in ok.groupby("method")}
+    # a pair needs episodes both methods completed; the failure counts show the rest
+    pairs = [(a, b) for a, b in comparison_pairs(methods)
+             if completed.get(a, set()) & completed.get(b, set())]
     paired = analysis.paired_table(rows, pairs) if pairs else pd.DataFrame()
     return method_table, paired
 
 
-def prepare_output_dir(cfg: RunConfig) -> Path:
+def check_output_dir(cfg: RunConfig) -> Path:
+    """Refuse an unusable results folder before any work, without creating anything."""
     out = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"--out {out} is a file, not a folder. Pass a new or empty folder.")
+    if out.is_dir() and any(out.iterdir()):
         raise BenchError(f"The results folder {out} already holds files. Choose another --out "
                          "(or leave --out out for a new time-stamped folder).")
+    return out
+
+
+def create_output_dir(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -166,6 +182,7 @@ def run(cfg: RunConfig, *, progress: bool = True, echo=print) -> RunResult:
     """Run every method of `cfg` on the same stored episodes; write and return results."""
     cfg.validate()
     t_start = time.perf_counter()
+    out = check_output_dir(cfg)
     device = resolve_device(cfg.device)
     data = create_dataset(cfg.dataset, cfg.split, cfg.data_root)
     spec = EpisodeSpec(cfg.dataset, cfg.split, cfg.ways, cfg.shots, cfg.queries, cfg.episodes,
@@ -176,7 +193,7 @@ def run(cfg: RunConfig, *, progress: bool = True, echo=print) -> RunResult:
     data_cfg = backbone_data_config(model)
     image_size = cfg.image_size or data.meta.get("image_size") or data_cfg["input_size"][-1]
     split = split_backbone(model, cfg.tune)
-    out = prepare_output_dir(cfg)  # last check before the work starts
+    out = create_output_dir(out)  # every input checked: the work starts
     echo(f"{len(episodes)} episodes ({spec.key}) from {episode_file}"
          f"{' (new)' if created else ''}; results in {out}")
 
