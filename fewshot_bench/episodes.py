@@ -12,9 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import BenchError
+from .fileio import atomic_open
 
 FORMAT_VERSION = 1
 
@@ -275,29 +274,10 @@ def save_episodes(es: EpisodeSet, directory: str | Path) -> Path:
         "data_fingerprint": es.data_fingerprint,
         "content_hash": es.content_hash,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(
-                f, classes=es.classes, support=es.support, query=es.query, meta=np.array(json.dumps(meta))
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable; not possible on every platform
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    with atomic_open(path, "wb") as f:
+        np.savez_compressed(
+            f, classes=es.classes, support=es.support, query=es.query, meta=np.array(json.dumps(meta))
+        )
     return path
 
 

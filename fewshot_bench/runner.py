@@ -25,6 +25,7 @@ from .config import RunConfig
 from .data import create_dataset
 from .episodes import EpisodeSpec, get_or_create_episodes
 from .errors import BenchError
+from .fileio import write_atomic
 from .finetune import EpisodeFinetuner, FinetuneConfig
 from .split import split_backbone
 
@@ -121,16 +122,6 @@ def _git_state() -> dict:
         return {"commit": commit or None, "dirty": bool(dirty.strip()) if commit else None}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name in the same folder, then rename: never a half file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def comparison_pairs(methods: tuple[str, ...]) -> list[tuple[str, str]]:
