@@ -83,6 +83,8 @@ def main(ctx: click.Context, debug: bool) -> None:
               help="Where episode files are stored and reused.")
 @click.option("--episode-batch", type=int, default=None,
               help="Episodes fine-tuned together [default: from memory]; never changes results.")
+@click.option("--embeddings", type=int, default=0, show_default=True,
+              help="Save query embeddings of the first this-many episodes (for bench report).")
 @click.option("--out", default=None, help="Results folder [default: results/<run-id>].")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def run(no_progress: bool, **options) -> None:

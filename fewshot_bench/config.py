@@ -47,6 +47,7 @@ class RunConfig:
     episodes_dir: str = "episodes"
     out: str | None = None
     episode_batch: int | None = None  # None: chosen from memory; never changes results
+    embeddings: int = 0  # save query embeddings of the first this-many episodes
 
     def validate(self) -> "RunConfig":
         """Refuse bad values with a message that says how to fix them (before any work)."""
@@ -107,6 +108,8 @@ class RunConfig:
             bad(f"--image-size must be at least 16 pixels (got {self.image_size}).")
         if self.episode_batch is not None and self.episode_batch < 1:
             bad(f"--episode-batch must be at least 1 (got {self.episode_batch}).")
+        if self.embeddings < 0:
+            bad(f"--embeddings must be >= 0 (got {self.embeddings}).")
         return self
 
     @property

@@ -58,6 +58,8 @@ class EpisodeResults:
     failed: np.ndarray  # bool
     reason: list[str]
     seconds: float  # wall time of the whole group
+    loss_curve: np.ndarray  # [G, steps]: the training loss at every step
+    query_embeddings: np.ndarray | None = None  # [G, N*Q, D] after fine-tuning, if asked
 
 
 def view_schedule(seed: int, episode: int, steps: int, n_images: int, views: int,
@@ -152,8 +154,12 @@ class EpisodeFinetuner:
         q_labels = torch.arange(self.ways, device=pred.device).repeat_interleave(n_query // self.ways)
         return (pred == q_labels).sum(-1).cpu().numpy() / pred.shape[-1]
 
+    def query_embeddings(self, query: Tensor) -> np.ndarray:
+        """Pretrained (not fine-tuned) clean embeddings of the queries: [G, N*Q, D]."""
+        return self.clean_embeddings[query].cpu().numpy()
+
     def finetune(self, support: Tensor, query: Tensor, episode_ids: np.ndarray, seed: int,
-                 cfg: FinetuneConfig) -> EpisodeResults:
+                 cfg: FinetuneConfig, *, keep_embeddings: bool = False) -> EpisodeResults:
         """Fine-tune one group of episodes with one method; return per-episode results."""
         t0 = time.perf_counter()
         g, nk = support.shape
@@ -178,10 +184,15 @@ class EpisodeFinetuner:
                                  detach_weights=cfg.detach_weights)
 
         failed = torch.zeros(g, dtype=torch.bool, device=dev)
-        with torch.no_grad():
-            loss_before = batch_loss(0)
+        curve = []
+        if cfg.steps == 0:
+            with torch.no_grad():
+                loss_before = batch_loss(0)
         for step in range(cfg.steps):
             loss = batch_loss(step)
+            curve.append(loss.detach())
+            if step == 0:
+                loss_before = curve[0]
             bad = ~torch.isfinite(loss)
             if bad.any():
                 failed |= bad
@@ -198,6 +209,9 @@ class EpisodeFinetuner:
         failed_np = failed.cpu().numpy()
         acc[failed_np] = np.nan
         reason = ["non-finite loss during fine-tuning" if f else "" for f in failed_np]
-        return EpisodeResults(acc, loss_before.detach().cpu().numpy().astype(np.float64),
+        curve_np = (torch.stack(curve, 1).cpu().numpy().astype(np.float64) if curve
+                    else np.zeros((g, 0)))
+        return EpisodeResults(acc, loss_before.cpu().numpy().astype(np.float64),
                               loss_after.cpu().numpy().astype(np.float64), failed_np, reason,
-                              time.perf_counter() - t0)
+                              time.perf_counter() - t0, curve_np,
+                              zq.cpu().numpy() if keep_embeddings else None)

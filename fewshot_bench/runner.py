@@ -25,7 +25,7 @@ from .config import RunConfig
 from .data import create_dataset
 from .episodes import EpisodeSpec, get_or_create_episodes
 from .errors import BenchError
-from .fileio import write_atomic
+from .fileio import atomic_open, write_atomic
 from .finetune import EpisodeFinetuner, FinetuneConfig
 from .split import split_backbone
 
@@ -222,6 +222,8 @@ def run(cfg: RunConfig, *, progress: bool = True, echo=print) -> RunResult:
     write_atomic(out / "run.json", json.dumps(record, indent=2, default=str) + "\n")
 
     batch = episode_batch_size(cfg, bank)
+    n_embed = min(cfg.embeddings, len(episodes))  # the first n episodes keep embeddings
+    embeddings: dict[str, list[np.ndarray]] = {m: [] for m in cfg.methods}
     rows: list[dict] = []
     n = len(episodes)
     bar = tqdm(total=n * len(cfg.methods), desc="episodes x methods", unit="ep",
@@ -232,17 +234,23 @@ def run(cfg: RunConfig, *, progress: bool = True, echo=print) -> RunResult:
             s, q = support[start:start + len(ids)], query[start:start + len(ids)]
             group_rows = []
             for method in cfg.methods:
+                keep = int(np.sum(ids < n_embed))
                 if method == "protonet":
                     t0 = time.perf_counter()
                     acc = engine.protonet(s, q)
                     sec = (time.perf_counter() - t0) / len(ids)
                     group_rows += [_row(e, method, a, None, None, sec, "") for e, a in zip(ids, acc)]
+                    if keep:
+                        embeddings[method].append(engine.query_embeddings(q[:keep]))
                 else:
-                    r = engine.finetune(s, q, ids, cfg.seed, method_config(cfg, method))
+                    r = engine.finetune(s, q, ids, cfg.seed, method_config(cfg, method),
+                                        keep_embeddings=keep > 0)
                     sec = r.seconds / len(ids)
                     group_rows += [_row(e, method, r.accuracy[i], r.loss_before[i],
-                                        r.loss_after[i], sec, r.reason[i])
+                                        r.loss_after[i], sec, r.reason[i], r.loss_curve[i])
                                    for i, e in enumerate(ids)]
+                    if keep:
+                        embeddings[method].append(r.query_embeddings[:keep])
                 bar.update(len(ids))
             for row in group_rows:
                 log.write(json.dumps(row) + "\n")
@@ -251,6 +259,9 @@ def run(cfg: RunConfig, *, progress: bool = True, echo=print) -> RunResult:
             rows += group_rows
     bar.close()
 
+    if n_embed:
+        save_embeddings(out / "embeddings.npz", embeddings, np.arange(n_embed),
+                        episodes.query_labels)
     df = pd.DataFrame(rows)
     method_table, paired = summarise(df, cfg.methods)
     write_atomic(out / "summary.csv", method_table.to_csv(index=False))
@@ -270,7 +281,17 @@ def run(cfg: RunConfig, *, progress: bool = True, echo=print) -> RunResult:
     return RunResult(out, df, method_table, paired, text)
 
 
-def _row(episode: int, method: str, acc: float, before, after, seconds: float, reason: str) -> dict:
+def save_embeddings(path: Path, embeddings: dict[str, list[np.ndarray]],
+                    episode_ids: np.ndarray, query_labels: np.ndarray) -> None:
+    """Query embeddings of the first episodes, per method (protonet: pretrained ones):
+    arrays `z_<method>` float16 [E, N*Q, D], `episodes` [E], `query_labels` [N*Q]."""
+    arrays = {f"z_{m}": np.concatenate(v).astype(np.float16) for m, v in embeddings.items() if v}
+    with atomic_open(path, "wb") as f:
+        np.savez_compressed(f, episodes=episode_ids, query_labels=query_labels, **arrays)
+
+
+def _row(episode: int, method: str, acc: float, before, after, seconds: float, reason: str,
+         curve: np.ndarray | None = None) -> dict:
     failed = bool(reason)
     return {
         "episode": int(episode), "method": method,
@@ -279,4 +300,6 @@ def _row(episode: int, method: str, acc: float, before, after, seconds: float, r
         "loss_after": None if after is None or not np.isfinite(after) else float(after),
         "seconds": round(float(seconds), 5),
         "status": "failed" if failed else "ok", "reason": reason,
+        "loss_curve": None if curve is None else [round(float(v), 5) if np.isfinite(v) else None
+                                                  for v in curve],
     }
