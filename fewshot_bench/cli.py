@@ -7,7 +7,7 @@ import sys
 import click
 
 from .config import METHODS, OPTIMIZERS, TUNE_MODES, RunConfig
-from .errors import BenchError
+from .errors import BenchError, RunFailed
 
 _DEFAULTS = RunConfig()
 
@@ -22,11 +22,15 @@ class BenchGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except BenchError as exc:
+        except (BenchError, RunFailed) as exc:
             if ctx.meta.get("debug"):
                 raise
             click.echo(f"error: {exc}", err=True)
-            ctx.exit(2)
+            ctx.exit(2 if isinstance(exc, BenchError) else 1)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished results are kept; run the same command again "
+                       "to resume.", err=True)
+            ctx.exit(130)
 
 
 @click.group(cls=BenchGroup)
@@ -86,6 +90,8 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--embeddings", type=int, default=0, show_default=True,
               help="Save query embeddings of the first this-many episodes (for bench report).")
 @click.option("--out", default=None, help="Results folder [default: results/<run-id>].")
+@click.option("--fail-fast", is_flag=True,
+              help="Stop at the first episode whose loss turns NaN/inf instead of recording it.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def run(no_progress: bool, **options) -> None:
     """Fine-tune per episode with each method on the same stored episodes and compare."""

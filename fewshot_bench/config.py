@@ -48,6 +48,7 @@ class RunConfig:
     out: str | None = None
     episode_batch: int | None = None  # None: chosen from memory; never changes results
     embeddings: int = 0  # save query embeddings of the first this-many episodes
+    fail_fast: bool = False  # stop at the first failed episode instead of recording it
 
     def validate(self) -> "RunConfig":
         """Refuse bad values with a message that says how to fix them (before any work)."""

@@ -6,3 +6,7 @@ class BenchError(Exception):
 
     The message must say what was wrong and how to fix it, in one short paragraph.
     """
+
+
+class RunFailed(Exception):
+    """A run stopped on purpose (--fail-fast) after a numerical failure; exit status 1."""

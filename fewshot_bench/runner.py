@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
-import json
 import os
 import platform
 import subprocess
@@ -24,8 +23,10 @@ from .bank import build_bank
 from .config import RunConfig
 from .data import create_dataset
 from .episodes import EpisodeSpec, get_or_create_episodes
-from .errors import BenchError
+from .errors import BenchError, RunFailed
 from .fileio import atomic_open, write_atomic
+from .results import (ROWS, RowLog, check_output_dir, create_output_dir, read_rows,
+                      write_record, write_rows)
 from .finetune import EpisodeFinetuner, FinetuneConfig
 from .split import split_backbone
 
@@ -146,66 +147,9 @@ def summarise(rows: pd.DataFrame, methods: tuple[str, ...]) -> tuple[pd.DataFram
     return method_table, paired
 
 
-def check_output_dir(cfg: RunConfig) -> Path:
-    """Refuse an unusable results folder before any work, without creating anything."""
-    out = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    if out.exists() and not out.is_dir():
-        raise BenchError(f"--out {out} is a file, not a folder. Pass a new or empty folder.")
-    if out.is_dir() and any(out.iterdir()):
-        raise BenchError(f"The results folder {out} already holds files. Choose another --out "
-                         "(or leave --out out for a new time-stamped folder).")
-    return out
-
-
-def create_output_dir(out: Path) -> Path:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise BenchError(f"Cannot write to the results folder {out} ({exc.strerror}). "
-                         "Pass a writable folder with --out.") from exc
-    return out
-
-
-def run(cfg: RunConfig, *, progress: bool = True, echo=print) -> RunResult:
-    """Run every method of `cfg` on the same stored episodes; write and return results."""
-    cfg.validate()
-    t_start = time.perf_counter()
-    out = check_output_dir(cfg)
-    device = resolve_device(cfg.device)
-    data = create_dataset(cfg.dataset, cfg.split, cfg.data_root)
-    spec = EpisodeSpec(cfg.dataset, cfg.split, cfg.ways, cfg.shots, cfg.queries, cfg.episodes,
-                       cfg.seed)
-    episodes, episode_file, created = get_or_create_episodes(
-        data.labels, spec, data.fingerprint(), cfg.episodes_dir)
-    model = create_backbone(cfg.backbone, weights=cfg.weights)
-    data_cfg = backbone_data_config(model)
-    image_size = cfg.image_size or data.meta.get("image_size") or data_cfg["input_size"][-1]
-    split = split_backbone(model, cfg.tune)
-    out = create_output_dir(out)  # every input checked: the work starts
-    echo(f"{len(episodes)} episodes ({spec.key}) from {episode_file}"
-         f"{' (new)' if created else ''}; results in {out}")
-
-    autocast = torch.bfloat16 if device.type == "cuda" else None
-    torch.manual_seed(cfg.seed)
-    # Only images some episode uses go into the bank; episodes then index bank rows.
-    used = np.unique(np.concatenate([episodes.support.ravel(), episodes.query.ravel()]))
-    row_of = np.full(len(data), -1, dtype=np.int64)
-    row_of[used] = np.arange(len(used))
-    t_bank = time.perf_counter()
-    bank = build_bank(split.lower, data.images, used, n_views=cfg.bank_views, size=image_size,
-                      mean=data_cfg["mean"], std=data_cfg["std"],
-                      interpolation=data_cfg.get("interpolation", "bicubic"), seed=cfg.seed,
-                      device=device, autocast_dtype=autocast, progress=progress)
-    bank_seconds = time.perf_counter() - t_bank
-    engine = EpisodeFinetuner(split, bank, ways=cfg.ways, shots=cfg.shots, device=device,
-                              autocast_dtype=autocast)
-    support = torch.from_numpy(row_of[episodes.support]).to(device)
-    query = torch.from_numpy(row_of[episodes.query]).to(device)
-
-    record = {
+def _make_record(cfg, out, spec, episodes, episode_file, data, image_size, model, data_cfg,
+                 split, device) -> dict:
+    return {
         "config": cfg.to_dict(), "run_dir": str(out),
         "episodes": {"file": str(episode_file), "key": spec.key,
                      "content_hash": episodes.content_hash,
@@ -219,75 +163,184 @@ def run(cfg: RunConfig, *, progress: bool = True, echo=print) -> RunResult:
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
         **environment_record(device),
     }
-    write_atomic(out / "run.json", json.dumps(record, indent=2, default=str) + "\n")
 
-    batch = episode_batch_size(cfg, bank)
-    n_embed = min(cfg.embeddings, len(episodes))  # the first n episodes keep embeddings
-    embeddings: dict[str, list[np.ndarray]] = {m: [] for m in cfg.methods}
-    rows: list[dict] = []
+
+def _check_resumable(previous: dict, record: dict, out: Path) -> None:
+    before, now = previous.get("episodes", {}), record["episodes"]
+    for key in ("content_hash", "data_fingerprint"):
+        if before.get(key) != now[key]:
+            raise BenchError(
+                f"Cannot resume into {out}: its episodes ({key} {before.get(key)}) differ from "
+                f"the ones this run would use ({now[key]}), so the results would not be paired. "
+                "Restore the episode file and data, or choose another --out.")
+    if previous.get("hardware", {}).get("device") != record["hardware"]["device"]:
+        raise BenchError(
+            f"Cannot resume into {out}: it ran on {previous.get('hardware', {}).get('device')}, "
+            f"this run would use {record['hardware']['device']}, and mixing devices mixes "
+            "numerics. Pass --device to match, or choose another --out.")
+
+
+def run(cfg: RunConfig, *, progress: bool = True, echo=print) -> RunResult:
+    """Run every method of `cfg` on the same stored episodes; write and return results.
+
+    With an `out` folder that holds a stopped run of the same settings, the run resumes:
+    finished (episode, method) results are kept and only the rest is computed.
+    """
+    cfg.validate()
+    t_start = time.perf_counter()
+    out = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    previous = check_output_dir(cfg, out)
+    device = resolve_device(cfg.device)
+    data = create_dataset(cfg.dataset, cfg.split, cfg.data_root)
+    spec = EpisodeSpec(cfg.dataset, cfg.split, cfg.ways, cfg.shots, cfg.queries, cfg.episodes,
+                       cfg.seed)
+    episodes, episode_file, created = get_or_create_episodes(
+        data.labels, spec, data.fingerprint(), cfg.episodes_dir)
+    model = create_backbone(cfg.backbone, weights=cfg.weights)
+    data_cfg = backbone_data_config(model)
+    image_size = cfg.image_size or data.meta.get("image_size") or data_cfg["input_size"][-1]
+    split = split_backbone(model, cfg.tune)
+    record = _make_record(cfg, out, spec, episodes, episode_file, data, image_size, model,
+                          data_cfg, split, device)
+    done: list[dict] = []
+    if previous is not None:
+        _check_resumable(previous, record, out)
+        done = [r for r in read_rows(out / ROWS, warn=lambda m: echo(f"warning: {m}"))
+                if r.get("method") in cfg.methods]
+        record["started"] = previous.get("started", record["started"])
+        record["resumed"] = [*previous.get("resumed", []), _dt.datetime.now().isoformat(timespec="seconds")]
+    out = create_output_dir(out)  # every input checked: the work starts
     n = len(episodes)
-    bar = tqdm(total=n * len(cfg.methods), desc="episodes x methods", unit="ep",
-               disable=not progress)
-    with open(out / "episodes.jsonl", "w") as log:
-        for start in range(0, n, batch):
-            ids = np.arange(start, min(start + batch, n))
-            s, q = support[start:start + len(ids)], query[start:start + len(ids)]
-            group_rows = []
-            for method in cfg.methods:
-                keep = int(np.sum(ids < n_embed))
-                if method == "protonet":
-                    t0 = time.perf_counter()
-                    acc = engine.protonet(s, q)
-                    sec = (time.perf_counter() - t0) / len(ids)
-                    group_rows += [_row(e, method, a, None, None, sec, "") for e, a in zip(ids, acc)]
-                    if keep:
-                        embeddings[method].append(engine.query_embeddings(q[:keep]))
-                else:
-                    r = engine.finetune(s, q, ids, cfg.seed, method_config(cfg, method),
-                                        keep_embeddings=keep > 0)
-                    sec = r.seconds / len(ids)
-                    group_rows += [_row(e, method, r.accuracy[i], r.loss_before[i],
-                                        r.loss_after[i], sec, r.reason[i], r.loss_curve[i])
-                                   for i, e in enumerate(ids)]
-                    if keep:
-                        embeddings[method].append(r.query_embeddings[:keep])
-                bar.update(len(ids))
-            for row in group_rows:
-                log.write(json.dumps(row) + "\n")
-            log.flush()
-            os.fsync(log.fileno())
-            rows += group_rows
-    bar.close()
+    done_keys = {(r["episode"], r["method"]) for r in done}
+    pending = {m: np.array([e for e in range(n) if (e, m) not in done_keys], dtype=np.int64)
+               for m in cfg.methods}
+    todo = sum(len(v) for v in pending.values())
+    echo(f"{n} episodes ({spec.key}) from {episode_file}{' (new)' if created else ''}; "
+         f"results in {out}" + (f"; resuming: {len(done)} results kept, {todo} to go"
+                                if previous is not None else ""))
+    write_record(out, record)
 
-    if n_embed:
-        save_embeddings(out / "embeddings.npz", embeddings, np.arange(n_embed),
-                        episodes.query_labels)
+    bank_seconds, batch = 0.0, None
+    need_embeddings = cfg.embeddings > 0 and not (out / "embeddings.npz").exists()
+    if todo or need_embeddings:
+        t_bank = time.perf_counter()
+        engine, support, query = _build_engine(cfg, data, episodes, split, data_cfg, image_size,
+                                               device, progress)
+        bank_seconds = time.perf_counter() - t_bank
+        batch = episode_batch_size(cfg, engine.bank)
+        log = RowLog(out / ROWS)
+        try:
+            done += _run_pending(cfg, engine, support, query, pending, batch, log, progress)
+        finally:
+            log.close()
+        if need_embeddings:
+            _save_embeddings(cfg, engine, support, query, episodes, out / "embeddings.npz")
+
+    order = {m: i for i, m in enumerate(cfg.methods)}
+    rows = sorted(done, key=lambda r: (r["episode"], order[r["method"]]))
+    write_rows(out / ROWS, rows)
     df = pd.DataFrame(rows)
     method_table, paired = summarise(df, cfg.methods)
+    paired_or_none = paired if not paired.empty else None
     write_atomic(out / "summary.csv", method_table.to_csv(index=False))
-    if not paired.empty:
+    if paired_or_none is not None:
         write_atomic(out / "paired.csv", paired.to_csv(index=False))
     title = (f"{cfg.dataset}/{cfg.split}, {cfg.backbone}, {cfg.ways}-way {cfg.shots}-shot, "
              f"{cfg.queries} queries, {n} episodes, tune={cfg.tune}")
-    md = f"# {title}\n\n" + analysis.summary_markdown(method_table, paired if not paired.empty else None)
-    write_atomic(out / "summary.md", md)
+    write_atomic(out / "summary.md",
+                 f"# {title}\n\n" + analysis.summary_markdown(method_table, paired_or_none))
     total = time.perf_counter() - t_start
     record.update(finished=_dt.datetime.now().isoformat(timespec="seconds"),
-                  timing={"bank_seconds": round(bank_seconds, 2), "total_seconds": round(total, 2),
-                          "episode_batch": batch})
-    write_atomic(out / "run.json", json.dumps(record, indent=2, default=str) + "\n")
-    text = title + "\n\n" + analysis.format_summary(method_table, paired if not paired.empty else None)
+                  timing={"bank_seconds": round(bank_seconds, 2),
+                          "total_seconds": round(total, 2), "episode_batch": batch})
+    write_record(out, record)
+    text = title + "\n\n" + analysis.format_summary(method_table, paired_or_none)
     text += f"\n\n{n} episodes x {len(cfg.methods)} methods in {total:.0f} s; results in {out}"
     return RunResult(out, df, method_table, paired, text)
 
 
-def save_embeddings(path: Path, embeddings: dict[str, list[np.ndarray]],
-                    episode_ids: np.ndarray, query_labels: np.ndarray) -> None:
-    """Query embeddings of the first episodes, per method (protonet: pretrained ones):
-    arrays `z_<method>` float16 [E, N*Q, D], `episodes` [E], `query_labels` [N*Q]."""
-    arrays = {f"z_{m}": np.concatenate(v).astype(np.float16) for m, v in embeddings.items() if v}
+def _build_engine(cfg, data, episodes, split, data_cfg, image_size, device, progress):
+    """Feature bank of every image some episode uses, and the engine over it."""
+    autocast = torch.bfloat16 if device.type == "cuda" else None
+    used = np.unique(np.concatenate([episodes.support.ravel(), episodes.query.ravel()]))
+    row_of = np.full(len(data), -1, dtype=np.int64)
+    row_of[used] = np.arange(len(used))
+    bank = build_bank(split.lower, data.images, used, n_views=cfg.bank_views, size=image_size,
+                      mean=data_cfg["mean"], std=data_cfg["std"],
+                      interpolation=data_cfg.get("interpolation", "bicubic"), seed=cfg.seed,
+                      device=device, autocast_dtype=autocast, progress=progress)
+    engine = EpisodeFinetuner(split, bank, ways=cfg.ways, shots=cfg.shots, device=device,
+                              autocast_dtype=autocast)
+    support = torch.from_numpy(row_of[episodes.support]).to(device)
+    query = torch.from_numpy(row_of[episodes.query]).to(device)
+    return engine, support, query
+
+
+def _run_pending(cfg, engine, support, query, pending, batch, log, progress) -> list[dict]:
+    """Fine-tune every pending (episode, method), appending each group's rows to the log as
+    soon as the group is done.
+
+    Groups are the fixed windows [k * batch, (k + 1) * batch) of episode indices, also on a
+    resume (a window with any pending episode is recomputed whole, and only the missing
+    rows are written): float32 sums can differ in their last bits between group shapes, so
+    fixed windows make a resumed run bit-identical to an uninterrupted one.
+    """
+    rows: list[dict] = []
+    bar = tqdm(total=sum(len(v) for v in pending.values()), desc="episodes x methods",
+               unit="ep", disable=not progress)
+    n = len(support)
+    for start in range(0, n, batch):
+        ids = np.arange(start, min(start + batch, n))
+        group_rows = []
+        for method in cfg.methods:
+            wanted = np.isin(ids, pending[method])
+            if not wanted.any():
+                continue
+            s, q = support[ids], query[ids]
+            if method == "protonet":
+                t0 = time.perf_counter()
+                acc = engine.protonet(s, q)
+                sec = (time.perf_counter() - t0) / len(ids)
+                new = [_row(e, method, acc[i], None, None, sec, "") for i, e in enumerate(ids)]
+            else:
+                r = engine.finetune(s, q, ids, cfg.seed, method_config(cfg, method))
+                sec = r.seconds / len(ids)
+                new = [_row(e, method, r.accuracy[i], r.loss_before[i], r.loss_after[i], sec,
+                            r.reason[i], r.loss_curve[i]) for i, e in enumerate(ids)]
+            group_rows += [row for row, w in zip(new, wanted) if w]
+            bar.update(int(wanted.sum()))
+        if not group_rows:
+            continue
+        log.append(group_rows)
+        rows += group_rows
+        failed = [r for r in group_rows if r["status"] == "failed"]
+        if failed and cfg.fail_fast:
+            bar.close()
+            f = failed[0]
+            raise RunFailed(f"episode {f['episode']} with {f['method']} failed ({f['reason']}); "
+                            f"stopped because of --fail-fast. Results so far are kept; rerun "
+                            "without --fail-fast to record failures and go on.")
+    bar.close()
+    return rows
+
+
+def _save_embeddings(cfg, engine, support, query, episodes, path: Path) -> None:
+    """Query embeddings of the first `cfg.embeddings` episodes, per method (protonet: the
+    pretrained ones): arrays `z_<method>` float16 [E, N*Q, D], `episodes` [E],
+    `query_labels` [N*Q]. A separate pass (results do not depend on grouping), so resumed
+    runs get them too."""
+    ids = np.arange(min(cfg.embeddings, len(episodes)))
+    s, q = support[ids], query[ids]
+    arrays = {}
+    for method in cfg.methods:
+        if method == "protonet":
+            z = engine.query_embeddings(q)
+        else:
+            z = engine.finetune(s, q, ids, cfg.seed, method_config(cfg, method),
+                                keep_embeddings=True).query_embeddings
+        arrays[f"z_{method}"] = z.astype(np.float16)
     with atomic_open(path, "wb") as f:
-        np.savez_compressed(f, episodes=episode_ids, query_labels=query_labels, **arrays)
+        np.savez_compressed(f, episodes=ids, query_labels=episodes.query_labels, **arrays)
 
 
 def _row(episode: int, method: str, acc: float, before, after, seconds: float, reason: str,
