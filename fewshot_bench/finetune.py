@@ -30,6 +30,7 @@ from .runtime import keep_freed_memory
 from .split import BackboneSplit
 
 VIEW_STREAM = 1  # tag mixed into the per-episode seed for the view-sampling stream
+QUERY_CHUNK_BYTES = 128 << 20  # query features classified at once
 
 
 @dataclass
@@ -154,6 +155,17 @@ class EpisodeFinetuner:
         q_labels = torch.arange(self.ways, device=pred.device).repeat_interleave(n_query // self.ways)
         return (pred == q_labels).sum(-1).cpu().numpy() / pred.shape[-1]
 
+    def _query_embeddings(self, params: dict[str, Tensor], query: Tensor) -> Tensor:
+        """Fine-tuned embeddings of the clean queries, a few episodes at a time: the queries
+        outnumber the support views, and their features would otherwise be the run's
+        largest allocation."""
+        per_episode = query.shape[1] * self.bank[0, 0].numel() * 4
+        step = max(1, QUERY_CHUNK_BYTES // per_episode)
+        return torch.cat([
+            F.normalize(self._forward_episodes({n: p[i:i + step] for n, p in params.items()},
+                                               self.bank[query[i:i + step], 0]), dim=-1)
+            for i in range(0, len(query), step)])
+
     def query_embeddings(self, query: Tensor) -> np.ndarray:
         """Pretrained (not fine-tuned) clean embeddings of the queries: [G, N*Q, D]."""
         return self.clean_embeddings[query].cpu().numpy()
@@ -202,7 +214,7 @@ class EpisodeFinetuner:
             opt.step()
         with torch.no_grad():
             loss_after = batch_loss(0)
-            zq = F.normalize(self._forward_episodes(params, self.bank[query, 0]), dim=-1)
+            zq = self._query_embeddings(params, query)
             pred = torch.einsum("gqd,gnd->gqn", zq, F.normalize(head, dim=-1)).argmax(-1)
         acc = self._accuracy(pred, query.shape[1])
         failed |= ~torch.isfinite(loss_after)

@@ -128,7 +128,7 @@ def _efficientnet(model: nn.Module, tune: str) -> BackboneSplit:
         upper = nn.Sequential(blocks[-1], *neck, pool)
         trainable = [n for n, _ in upper.named_parameters()]
     else:
-        raise AssertionError(tune)
+        raise _unsupported(model, tune)
     return BackboneSplit(lower, upper, trainable, tune)
 
 
@@ -148,11 +148,12 @@ class _VitUpper(nn.Module):
         super().__init__()
         self.blocks = nn.Sequential(*blocks)
         self.norm = model.norm
+        self.fc_norm = model.fc_norm  # the norm after pooling, in avg-pool ViTs
         self._vit = [model]  # not a submodule: only used for its pooling rule
 
     def forward(self, x):
-        x = self.norm(self.blocks(x))
-        return self._vit[0].forward_head(x, pre_logits=True)
+        x = self._vit[0].pool(self.norm(self.blocks(x)))
+        return self.fc_norm(x)
 
 
 class _VitLower(nn.Module):
@@ -173,11 +174,12 @@ class _VitLower(nn.Module):
 
 
 def _vit(model: nn.Module, tune: str) -> BackboneSplit:
-    k = 0 if tune == "norm" else 1
+    k = {"norm": 0, "last": 1}[tune]
     lower = _VitLower(model, k)
     upper = _VitUpper(model, list(model.blocks)[len(model.blocks) - k:])
     if tune == "norm":
-        trainable = [n for n, _ in upper.named_parameters() if n.startswith("norm.")]
+        trainable = [n for n, _ in upper.named_parameters()
+                     if n.startswith(("norm.", "fc_norm."))]
     else:
         trainable = [n for n, _ in upper.named_parameters()]
     return BackboneSplit(lower, upper, trainable, tune)
