@@ -43,8 +43,11 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 @main.command()
-@click.option("--dataset", default=_DEFAULTS.dataset, show_default=True, help="Data set name.")
-@click.option("--data-root", default=None, help="Folder holding the data set's files.")
+@click.option("--dataset", default=_DEFAULTS.dataset, show_default=True,
+              help="emoji, cifar-fs, fc100, mini-imagenet, tiered-imagenet, cub, omniglot or "
+                   "folder:PATH (see `bench data list`).")
+@click.option("--data-root", default=None,
+              help="Folder holding the data sets [default: $FEWSHOT_DATA, else ~/data].")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=_DEFAULTS.split,
               show_default=True, help="Class split the episodes come from.")
 @click.option("--ways", type=int, default=_DEFAULTS.ways, show_default=True)
@@ -100,6 +103,58 @@ def run(no_progress: bool, **options) -> None:
 
     result = run_benchmark(cfg, progress=not no_progress, echo=lambda m: click.echo(m, err=True))
     click.echo(result.text)
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, help="Folder for the report (created; files in it are overwritten).")
+@click.option("--format", "formats", default="md,csv,latex,html", show_default=True,
+              help="Comma list of md, csv, latex, html. Figures (PNG + PDF) are always drawn "
+                   "unless --no-figures.")
+@click.option("--pair", "pairs", nargs=2, multiple=True, metavar="A B",
+              help="Compare B - A episode by episode (method names or column labels such as "
+                   "'schane(lambda=0.5)'); repeatable. Refused when A and B were scored on "
+                   "different episode files. Default: CE vs SCHaNe, and each method vs ProtoNet.")
+@click.option("--title", default=None, help="Report title.")
+@click.option("--no-figures", is_flag=True, help="Tables only (faster).")
+def report(run_dirs: tuple[str, ...], out: str, formats: str, pairs: tuple, title: str | None,
+           no_figures: bool) -> None:
+    """Merge run folders into comparison tables, figures and an HTML/Markdown report.
+
+    RUN_DIRS are folders written by `bench run` (or folders holding them, e.g. results/).
+    Methods are paired only on identical episode files (same content hash)."""
+    from .report import build_report, parse_formats
+
+    result = build_report(run_dirs, out, parse_formats(formats), pairs=list(pairs) or None,
+                          title=title, figures=not no_figures)
+    click.echo(result.text)
+
+
+@main.group()
+def data() -> None:
+    """Where the data sets are looked for, whether they are there; download them."""
+
+
+_DATA_ROOT_HELP = "Folder holding the data sets [default: $FEWSHOT_DATA, else ~/data]."
+
+
+@data.command("list")
+@click.option("--data-root", default=None, help=_DATA_ROOT_HELP)
+def data_list(data_root: str | None) -> None:
+    """Each data set: where it looks, whether its files are there, classes and images per split."""
+    from .data.catalog import format_catalog
+
+    click.echo(format_catalog(data_root))
+
+
+@data.command("download")
+@click.argument("name")
+@click.option("--data-root", default=None, help=_DATA_ROOT_HELP)
+def data_download(name: str, data_root: str | None) -> None:
+    """Fetch data set NAME into the data root (needs a network; torchvision/learn2learn)."""
+    from .data.catalog import download_dataset
+
+    click.echo(download_dataset(name, data_root))
 
 
 if __name__ == "__main__":  # pragma: no cover

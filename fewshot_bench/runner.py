@@ -7,6 +7,7 @@ import datetime as _dt
 import importlib.metadata
 import os
 import platform
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -155,7 +156,10 @@ def _make_record(cfg, out, spec, episodes, episode_file, data, image_size, model
                      "content_hash": episodes.content_hash,
                      "data_fingerprint": episodes.data_fingerprint},
         "data": {"dataset": data.dataset, "split": data.split, "classes": data.num_classes,
-                 "images": len(data), "image_size": image_size},
+                 "images": len(data), "image_size": image_size,
+                 **{k: str(data.meta[k]) if k != "split_matches_reference" else data.meta[k]
+                    for k in ("source", "layout", "cache", "split_file",
+                              "split_matches_reference") if k in data.meta}},
         "backbone": {"name": cfg.backbone, "weights": getattr(model, "weights_source", None),
                      "data_config": {k: (list(v) if isinstance(v, tuple) else v)
                                      for k, v in data_cfg.items()},
@@ -210,6 +214,8 @@ def run(cfg: RunConfig, *, progress: bool = True, echo=print) -> RunResult:
         record["started"] = previous.get("started", record["started"])
         record["resumed"] = [*previous.get("resumed", []), _dt.datetime.now().isoformat(timespec="seconds")]
     out = create_output_dir(out)  # every input checked: the work starts
+    if data.meta.get("split_file"):  # an automatic class split: keep it with the results
+        shutil.copyfile(data.meta["split_file"], out / "split.json")
     n = len(episodes)
     done_keys = {(r["episode"], r["method"]) for r in done}
     pending = {m: np.array([e for e in range(n) if (e, m) not in done_keys], dtype=np.int64)

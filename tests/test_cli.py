@@ -11,28 +11,14 @@ import os
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from fewshot_bench.cli import main
+from cli_helpers import invoke, explain
 
 ROW_KEYS = {"episode", "method", "accuracy", "loss_before", "loss_after", "seconds", "status"}
 
 
-def invoke(args: list[str], cwd: Path):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(cwd)
-        return CliRunner().invoke(main, args)
 
 
-def explain(result) -> str:
-    """What to show when a CLI assertion fails."""
-    exc = result.exception
-    tb = ""
-    if exc is not None and not isinstance(exc, SystemExit):
-        import traceback
-
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return f"exit {result.exit_code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}\n{tb}"
 
 
 def read_rows(out: Path) -> list[dict]:

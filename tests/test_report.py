@@ -1,0 +1,310 @@
+"""`bench report`: merged tables against scipy, pairing rules, labels, outputs, errors.
+
+Run folders are written directly by tests/fake_runs.py (milliseconds); one test runs a
+tiny real `bench run` and reports it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from fake_runs import accuracies, clustered, write_run
+from fewshot_bench.errors import BenchError
+from fewshot_bench.report import build_report, find_run_dirs, load_run, merge_runs, paired_results
+from cli_helpers import invoke, explain
+
+
+
+
+
+
+def ci(x: np.ndarray) -> float:
+    """The 95% half width computed directly with scipy."""
+    return float(stats.t.ppf(0.975, len(x) - 1) * np.std(x, ddof=1) / np.sqrt(len(x)))
+
+
+# --------------------------------------------------------------------------------------
+# Statistics equal scipy's on the same numbers
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def three_methods(tmp_path):
+    n = 120
+    pn = accuracies(n, 0.55, 1)
+    ce = np.clip(pn + np.random.default_rng(2).integers(-4, 6, n) / 75, 0, 1)
+    sch = np.clip(ce + np.random.default_rng(3).integers(-3, 5, n) / 75, 0, 1)
+    acc = {"protonet": pn, "ce": ce, "schane": sch}
+    return write_run(tmp_path / "run", acc), acc
+
+
+def test_main_table_means_and_intervals_equal_scipy(three_methods, tmp_path):
+    run, acc = three_methods
+    rep = build_report([run], tmp_path / "rep", ["csv", "md"], figures=False)
+    table = pd.read_csv(tmp_path / "rep" / "main_table.csv")
+    assert list(table["label"]) == ["protonet", "ce", "schane"]
+    for m, x in acc.items():
+        row = table[table["label"] == m].iloc[0]
+        assert row["n"] == len(x)
+        assert row["mean"] == pytest.approx(100 * x.mean(), rel=1e-12)
+        assert row["ci95"] == pytest.approx(100 * ci(x), rel=1e-10)
+        assert row["accuracy"] == f"{100 * x.mean():.2f} +- {100 * ci(x):.2f}"
+        assert row["accuracy"] in (tmp_path / "rep" / "main_table.md").read_text()
+    assert rep.accuracy.shape[0] == 3
+
+
+def test_paired_table_equals_scipy(three_methods, tmp_path):
+    run, acc = three_methods
+    build_report([run], tmp_path / "rep", ["csv"], figures=False)
+    paired = pd.read_csv(tmp_path / "rep" / "paired_table.csv")
+    got = [(a, b) for a, b in zip(paired["a"], paired["b"])]
+    assert got == [("ce", "schane"), ("protonet", "ce"), ("protonet", "schane")]
+    for r in paired.itertuples():
+        xa, xb = acc[r.a], acc[r.b]
+        d = np.round(xb - xa, 12)
+        assert r.n == len(d)
+        assert r.mean_diff == pytest.approx(100 * d.mean(), abs=1e-9)
+        assert r.ci95 == pytest.approx(100 * ci(d), rel=1e-9)
+        assert r.t_p == pytest.approx(stats.ttest_rel(xb, xa).pvalue, rel=1e-9)
+        assert r.wilcoxon_p == pytest.approx(stats.wilcoxon(d, zero_method="wilcox").pvalue, rel=1e-9)
+        assert (r.wins, r.ties, r.losses) == ((d > 0).sum(), (d == 0).sum(), (d < 0).sum())
+
+
+def test_failed_episodes_are_left_out_and_shown(tmp_path):
+    acc = {"ce": accuracies(30, 0.5, 1), "schane": accuracies(30, 0.6, 2)}
+    run = write_run(tmp_path / "run", acc, failed={"schane": [3, 7]})
+    rep = build_report([run], tmp_path / "rep", ["csv", "md"], figures=False)
+    row = rep.accuracy.set_index("label").loc["schane"]
+    keep = np.delete(acc["schane"], [3, 7])
+    assert (row["n"], row["failed"]) == (28, 2)
+    assert row["mean"] == pytest.approx(100 * keep.mean())
+    assert "(2 failed)" in (tmp_path / "rep" / "main_table.md").read_text()
+    assert rep.paired.iloc[0]["n"] == 28
+
+
+# --------------------------------------------------------------------------------------
+# Best-method marking
+# --------------------------------------------------------------------------------------
+
+
+def test_best_is_marked_only_without_overlap(tmp_path):
+    n = 200
+    clear = write_run(tmp_path / "clear", {"ce": accuracies(n, 0.40, 1), "schane": accuracies(n, 0.70, 2)},
+                      shots=5)
+    close = write_run(tmp_path / "close", {"ce": accuracies(n, 0.50, 3), "schane": accuracies(n, 0.51, 4)},
+                      shots=1)
+    rep = build_report([clear, close], tmp_path / "rep", ["md", "latex", "csv", "html"], figures=False)
+    best = rep.accuracy.set_index(["shots", "label"])["best"]
+    assert best[(5, "schane")] and not best[(5, "ce")]
+    assert not best[(1, "schane")] and not best[(1, "ce")]
+    md = (tmp_path / "rep" / "main_table.md").read_text()
+    lines = {ln.split("|")[3].strip(): ln for ln in md.splitlines()[2:]}
+    assert re.search(r"\*\*\d+\.\d\d \+- \d+\.\d\d\*\*", lines["5"])
+    assert "**" not in lines["1"]
+    assert md.count("**") == 2
+    tex = (tmp_path / "rep" / "main_table.tex").read_text()
+    assert tex.count("\\textbf{") == 1 and "$\\pm$" in tex and "tf\\_efficientnet\\_lite0" in tex
+    assert (tmp_path / "rep" / "report.html").read_text().count("<strong>") == 1
+    assert pd.read_csv(tmp_path / "rep" / "main_table.csv")["best"].sum() == 1
+    assert rep.text.count(" *") == 1 and "\n* best of its row" in rep.text  # terminal: marker + footnote
+
+
+# --------------------------------------------------------------------------------------
+# Pairing across runs: only on the same episodes
+# --------------------------------------------------------------------------------------
+
+
+def test_runs_on_the_same_episodes_are_paired_across_runs(tmp_path):
+    ce, sch = accuracies(50, 0.5, 1), accuracies(50, 0.55, 2)
+    a = write_run(tmp_path / "a", {"ce": ce})
+    b = write_run(tmp_path / "b", {"schane": sch})
+    rep = build_report([a, b], tmp_path / "rep", ["csv"], figures=False)
+    assert len(rep.merged.settings) == 1
+    r = rep.paired.iloc[0]
+    assert (r["a"], r["b"], r["n"]) == ("ce", "schane", 50)
+    assert r["t_p"] == pytest.approx(stats.ttest_rel(sch, ce).pvalue)
+
+
+def test_different_episode_files_are_not_paired_and_the_report_says_so(tmp_path):
+    a = write_run(tmp_path / "a", {"ce": accuracies(40, 0.5, 1)}, episodes_hash="1" * 64)
+    b = write_run(tmp_path / "b", {"schane": accuracies(40, 0.6, 2)}, episodes_hash="2" * 64)
+    rep = build_report([a, b], tmp_path / "rep", ["md", "csv"], figures=False)
+    assert len(rep.merged.settings) == 2  # one row per episode file
+    assert rep.paired.empty
+    note = next(n for n in rep.notes if "different episode files" in n)
+    assert "ce" in note and "schane" in note and "unpaired" in note
+    assert "same name but different contents" in note  # same key, other hash
+    assert "episode file" in (tmp_path / "rep" / "main_table.md").read_text().splitlines()[0]
+    assert "different episode files" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_explicit_pair_of_different_episode_files_is_refused(tmp_path):
+    a = write_run(tmp_path / "a", {"ce": accuracies(40, 0.5, 1)}, episodes_key="k1", seed=0)
+    b = write_run(tmp_path / "b", {"schane": accuracies(40, 0.6, 2)}, episodes_key="k2", seed=0,
+                  episodes_hash="f" * 64)
+    result = invoke(["report", str(a), str(b), "--out", str(tmp_path / "rep"), "--pair", "ce", "schane"])
+    assert result.exit_code == 2, explain(result)
+    assert "different episode files" in result.stderr and "k1" in result.stderr and "k2" in result.stderr
+    assert "Traceback" not in result.output
+    with pytest.raises(BenchError, match="cannot be paired"):
+        paired_results(merge_runs([load_run(a), load_run(b)]), [("ce", "schane")])
+    # without --pair the same runs are reported, unpaired, exit 0
+    result = invoke(["report", str(a), str(b), "--out", str(tmp_path / "rep2"), "--no-figures"])
+    assert result.exit_code == 0, explain(result)
+    assert "note:" in result.stdout and "unpaired" in result.stdout
+
+
+def test_explicit_pairs_are_used_and_checked(tmp_path):
+    acc = {"protonet": accuracies(30, 0.5, 1), "ce": accuracies(30, 0.5, 2), "schane": accuracies(30, 0.6, 3)}
+    run = write_run(tmp_path / "run", acc)
+    rep = build_report([run], tmp_path / "rep", ["csv"], pairs=[("schane", "protonet")], figures=False)
+    assert [(r.a, r.b) for r in rep.paired.itertuples()] == [("schane", "protonet")]
+    other = write_run(tmp_path / "other", {"supcon": accuracies(30, 0.5, 4)}, shots=5)
+    with pytest.raises(BenchError, match="never run in the same setting"):
+        build_report([run, other], tmp_path / "rep2", ["csv"], pairs=[("ce", "supcon")], figures=False)
+    for bad, msg in ((["nope", "ce"], "no run holds"), (["ce", "ce"], "same column")):
+        result = invoke(["report", str(run), "--out", str(tmp_path / "x"), "--pair", *bad])
+        assert result.exit_code == 2 and msg in result.stderr, explain(result)
+
+
+# --------------------------------------------------------------------------------------
+# Labels: hyperparameters that differ between runs
+# --------------------------------------------------------------------------------------
+
+
+def test_hyperparameters_that_differ_become_labels(tmp_path):
+    ce = accuracies(60, 0.5, 1)
+    runs = [write_run(tmp_path / f"lam{lam}", {"ce": ce, "schane": accuracies(60, 0.5 + lam / 10, 2)}, lam=lam)
+            for lam in (0.5, 0.9, 0.2)]
+    rep = build_report(runs, tmp_path / "rep", ["csv", "md"], figures=False)
+    assert rep.merged.labels == ["ce", "schane(lambda=0.2)", "schane(lambda=0.5)", "schane(lambda=0.9)"]
+    assert any("counted once" in n for n in rep.notes)  # CE is identical in the three runs
+    assert [(r.a, r.b) for r in rep.paired.itertuples()] == [
+        ("ce", "schane(lambda=0.2)"), ("ce", "schane(lambda=0.5)"), ("ce", "schane(lambda=0.9)")]
+    header = (tmp_path / "rep" / "main_table.md").read_text().splitlines()[0]
+    assert "schane(lambda=0.5)" in header
+    # a label name works with --pair
+    r2 = build_report(runs, tmp_path / "rep2", ["csv"], pairs=[("schane(lambda=0.2)", "schane(lambda=0.9)")],
+                      figures=False)
+    assert r2.paired.iloc[0]["n"] == 60
+    with pytest.raises(BenchError, match="ambiguous"):
+        build_report(runs, tmp_path / "rep3", ["csv"], pairs=[("ce", "schane")], figures=False)
+
+
+def test_same_label_with_different_results_is_kept_apart(tmp_path):
+    a = write_run(tmp_path / "a", {"ce": accuracies(30, 0.5, 1)})
+    b = write_run(tmp_path / "b", {"ce": accuracies(30, 0.5, 2)})
+    rep = build_report([a, b], tmp_path / "rep", ["csv"], figures=False)
+    assert rep.merged.labels == ["ce@a", "ce@b"]
+    assert any("different results" in n for n in rep.notes)
+
+
+def test_settings_become_rows_and_varying_columns_are_shown(tmp_path):
+    runs = [write_run(tmp_path / f"{ds}{k}{tune}", {"ce": accuracies(20, 0.5, k), "schane": accuracies(20, 0.6, k)},
+                      shots=k, dataset=ds, tune=tune)
+            for ds, k, tune in (("emoji", 1, "norm"), ("emoji", 5, "norm"), ("emoji", 5, "last"))]
+    rep = build_report(runs, tmp_path / "rep", ["md"], figures=False)
+    header = (tmp_path / "rep" / "main_table.md").read_text().splitlines()[0]
+    assert [h.strip() for h in header.strip("|").split("|")] == ["data set", "backbone", "tune", "shots", "ce", "schane"]
+    assert len(rep.accuracy) == 6 and len(rep.paired) == 3
+
+
+# --------------------------------------------------------------------------------------
+# Outputs and refusals
+# --------------------------------------------------------------------------------------
+
+
+def test_every_format_is_written(tmp_path):
+    emb = {m: clustered(2, 5, 3, 16, 0.5, i) for i, m in enumerate(("protonet", "ce", "schane"))}
+    acc = {m: accuracies(25, 0.5, i) for i, m in enumerate(("protonet", "ce", "schane"))}
+    run = write_run(tmp_path / "run", acc, curves=5, embeddings=emb, queries=3)
+    # figures: tests/test_plots.py; here the tables of every format
+    result = invoke(["report", str(run), "--out", str(tmp_path / "rep"), "--format", "md,csv,latex,html",
+                     "--no-figures"])
+    assert result.exit_code == 0, explain(result)
+    out = tmp_path / "rep"
+    for name in ("report.md", "report.html", "main_table.md", "main_table.csv", "main_table.tex",
+                 "paired_table.md", "paired_table.csv", "paired_table.tex", "embedding_quality.csv",
+                 "embedding_quality.md", "embedding_quality.tex", "episodes.csv"):
+        assert (out / name).stat().st_size > 0, name
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count("<table>") == 4  # main, paired, embeddings, runs
+    assert "<link" not in page and "http" not in page and "<script" not in page
+    md = (out / "report.md").read_text()
+    assert "isotropy" in md and "silhouette" in md.lower() and "## Runs" in md
+    assert len(pd.read_csv(out / "episodes.csv")) == 75
+
+
+def test_only_the_requested_formats_are_written(tmp_path):
+    run = write_run(tmp_path / "run", {"ce": accuracies(10, 0.5, 1)})
+    result = invoke(["report", str(run), "--out", str(tmp_path / "rep"), "--format", "csv", "--no-figures"])
+    assert result.exit_code == 0, explain(result)
+    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == [
+        "episodes.csv", "main_table.csv", "paired_table.csv"]
+
+
+def test_a_folder_of_runs_is_expanded(tmp_path):
+    for k in (1, 5):
+        write_run(tmp_path / "results" / f"r{k}", {"ce": accuracies(10, 0.5, k)}, shots=k)
+    assert [p.name for p in find_run_dirs([tmp_path / "results", tmp_path / "results" / "r1"])] == ["r1", "r5"]
+
+
+@pytest.mark.parametrize("case", ["missing", "not-a-run", "format", "out-is-file", "no-rows"])
+def test_bad_input_exits_2_with_a_message(tmp_path, case):
+    run = write_run(tmp_path / "run", {"ce": accuracies(10, 0.5, 1)})
+    out = tmp_path / "rep"
+    args = {"missing": [str(tmp_path / "nope")], "not-a-run": [str(tmp_path / "empty")],
+            "format": [str(run), "--format", "pdf"], "out-is-file": [str(run)],
+            "no-rows": [str(tmp_path / "norows")]}[case]
+    (tmp_path / "empty").mkdir()
+    if case == "out-is-file":
+        out.write_text("x")
+    if case == "no-rows":
+        (tmp_path / "norows").mkdir()
+        (tmp_path / "norows" / "run.json").write_text((run / "run.json").read_text())
+    result = invoke(["report", *args, "--out", str(out), "--no-figures"])
+    assert result.exit_code == 2, explain(result)
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.output
+
+
+def test_unfinished_run_and_broken_last_line_are_noted(tmp_path):
+    run = write_run(tmp_path / "run", {"ce": accuracies(10, 0.5, 1)}, finished=False)
+    with open(run / "episodes.jsonl", "a") as f:
+        f.write('{"episode": 10, "meth')
+    rep = build_report([run], tmp_path / "rep", ["md"], figures=False)
+    assert any("did not finish" in n for n in rep.notes)
+    assert any("incomplete" in n for n in rep.notes)
+    assert rep.accuracy.iloc[0]["n"] == 10
+
+
+# --------------------------------------------------------------------------------------
+# A real tiny run, reported
+# --------------------------------------------------------------------------------------
+
+
+def test_report_of_a_real_tiny_run(tiny, tmp_path):
+    out = tmp_path / "r"
+    result = invoke(tiny.args(tmp_path / "episodes", out, "--embeddings", "2"), tmp_path)
+    assert result.exit_code == 0, explain(result)
+    rep_dir = tmp_path / "report"
+    result = invoke(["report", str(out), "--out", str(rep_dir)], tmp_path)
+    assert result.exit_code == 0, explain(result)
+    assert "schane - ce" in result.stdout
+    rows = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    ce = np.array([r["accuracy"] for r in rows if r["method"] == "ce"])
+    main_csv = pd.read_csv(rep_dir / "main_table.csv").set_index("label")
+    assert main_csv.loc["ce", "mean"] == pytest.approx(100 * ce.mean())
+    emb = pd.read_csv(rep_dir / "embedding_quality.csv")
+    assert list(emb["label"]) == ["protonet", "ce", "schane"] and (emb["episodes"] == 2).all()
+    assert emb[["isotropy_entropy", "isotropy_partition"]].gt(0).all().all()
+    figs = sorted(p.name for p in (rep_dir / "figures").iterdir())
+    for stem in ("accuracy", "paired_scatter", "paired_differences", "loss_curves"):
+        assert f"{stem}.png" in figs and f"{stem}.pdf" in figs
+    assert any(f.startswith("embeddings_pca_") and f.endswith(".png") for f in figs)
+    assert all((rep_dir / "figures" / f).stat().st_size > 1000 for f in figs)
