@@ -13,6 +13,7 @@ per-episode accuracies on the shared episodes must agree. Defaults follow
 
     .venv/bin/python benchmarks/speed.py                  # 5-way 1-shot, tune=norm
     .venv/bin/python benchmarks/speed.py --shots 5 --reference-episodes 3
+    .venv/bin/python benchmarks/throughput.py             # the default and --tune full
 
 The last line is ``speedup=<engine eps / reference eps> max_acc_diff=<x>``.
 """
@@ -56,6 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="episodes timed with the reference loop (the first ones, shared)")
     p.add_argument("--shots", type=int, default=d.shots)
     p.add_argument("--tune", choices=TUNE_MODES, default=d.tune)
+    p.add_argument("--steps", type=int, default=d.steps, help="fine-tuning steps per episode")
+    p.add_argument("--lr", type=float, default=d.lr, help="fine-tuning learning rate")
     p.add_argument("--image-size", type=int, default=None,
                    help="input size [default: the data set's, as bench run]")
     p.add_argument("--methods", default=",".join(d.trained_methods),
@@ -72,7 +75,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = RunConfig(shots=args.shots, tune=args.tune, image_size=args.image_size,
+    cfg = RunConfig(shots=args.shots, tune=args.tune, steps=args.steps, lr=args.lr,
+                    image_size=args.image_size,
                     methods=tuple(m for m in args.methods.split(",") if m), device=args.device)
     cfg.validate()
     methods = cfg.trained_methods

@@ -102,7 +102,43 @@ def run(no_progress: bool, **options) -> None:
     from .runner import run as run_benchmark
 
     result = run_benchmark(cfg, progress=not no_progress, echo=lambda m: click.echo(m, err=True))
-    click.echo(result.text)
+    if result.text:  # empty on torchrun ranks other than 0, which print nothing
+        click.echo(result.text)
+
+
+@main.command("baseline")
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", required=True,
+              help="Baseline file to write, e.g. results/baselines/NAME.json (overwritten).")
+def baseline_cmd(run_dir: str, out: str) -> None:
+    """Store the finished run RUN_DIR as an accuracy baseline for `bench check`."""
+    from .baseline import create_baseline
+
+    click.echo(create_baseline(run_dir, out).text)
+
+
+@main.command("check")
+@click.argument("run_dir", type=click.Path())
+@click.option("--baseline", "baseline_file", required=True, type=click.Path(),
+              help="Baseline file written by `bench baseline`.")
+@click.option("--alpha", type=float, default=0.01, show_default=True,
+              help="Significance level of the one-sided test (H1: accuracy dropped).")
+@click.option("--min-drop", type=float, default=1.0, show_default=True,
+              help="Smallest drop in accuracy points that fails the check.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def check_cmd(ctx: click.Context, run_dir: str, baseline_file: str, alpha: float,
+              min_drop: float, as_json: bool) -> None:
+    """Test RUN_DIR against a baseline, method by method; exit 1 on a significant drop.
+
+    Paired t-test on the per-episode differences when both used the same episode file,
+    Welch's t-test otherwise. A method fails when p < alpha and the drop > min-drop."""
+    from .baseline import check_run
+
+    result = check_run(run_dir, baseline_file, alpha=alpha, min_drop=min_drop)
+    click.echo(result.json() if as_json else result.text)
+    if not result.passed:
+        ctx.exit(1)
 
 
 @main.command()

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import analysis
+from . import analysis, distributed
 from .backbones import backbone_data_config, create_backbone
 from .bank import build_bank
 from .config import RunConfig
@@ -191,10 +191,26 @@ def run(cfg: RunConfig, *, progress: bool = True, echo=print) -> RunResult:
     finished (episode, method) results are kept and only the rest is computed.
     """
     cfg.validate()
-    t_start = time.perf_counter()
-    out = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    previous = check_output_dir(cfg, out)
     device = resolve_device(cfg.device)
+    distributed.init(device)  # under torchrun: join the group; otherwise nothing
+    try:
+        return _run(cfg, device, progress, echo)
+    finally:
+        distributed.teardown()
+
+
+def _run(cfg: RunConfig, device: torch.device, progress: bool, echo) -> RunResult:
+    """`run` in this process. Under torchrun, rank 0 checks and writes the run folder and
+    decides what is pending; every rank builds the bank and fine-tunes its share of the
+    episode windows (see `_run_pending`); the other ranks write and print nothing."""
+    t_start = time.perf_counter()
+    main = distributed.is_main()
+    if not main:
+        progress, echo = False, lambda message: None
+    out = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    previous = check_output_dir(cfg, out) if main else None
+    if not main:  # wait for rank 0: folder checked, episode file stored
+        shared = distributed.broadcast(None)
     data = create_dataset(cfg.dataset, cfg.split, cfg.data_root)
     spec = EpisodeSpec(cfg.dataset, cfg.split, cfg.ways, cfg.shots, cfg.queries, cfg.episodes,
                        cfg.seed)
@@ -204,6 +220,12 @@ def run(cfg: RunConfig, *, progress: bool = True, echo=print) -> RunResult:
     data_cfg = backbone_data_config(model)
     image_size = cfg.image_size or data.meta.get("image_size") or data_cfg["input_size"][-1]
     split = split_backbone(model, cfg.tune)
+    if not main:
+        if episodes.content_hash != shared["episodes"]:  # another machine, other files
+            raise BenchError(f"rank {distributed.rank()}: the episode file {episode_file} "
+                             "differs from rank 0's. Share --episodes-dir between machines.")
+        return _run_worker(cfg, data, episodes, split, data_cfg, image_size, device,
+                           shared["pending"])
     record = _make_record(cfg, out, spec, episodes, episode_file, data, image_size, model,
                           data_cfg, split, device)
     done: list[dict] = []
@@ -221,6 +243,7 @@ def run(cfg: RunConfig, *, progress: bool = True, echo=print) -> RunResult:
     pending = {m: np.array([e for e in range(n) if (e, m) not in done_keys], dtype=np.int64)
                for m in cfg.methods}
     todo = sum(len(v) for v in pending.values())
+    distributed.broadcast({"pending": pending, "episodes": episodes.content_hash})
     echo(f"{n} episodes ({spec.key}) from {episode_file}{' (new)' if created else ''}; "
          f"results in {out}" + (f"; resuming: {len(done)} results kept, {todo} to go"
                                 if previous is not None else ""))
@@ -265,6 +288,21 @@ def run(cfg: RunConfig, *, progress: bool = True, echo=print) -> RunResult:
     return RunResult(out, df, method_table, paired, text)
 
 
+def _run_worker(cfg, data, episodes, split, data_cfg, image_size, device, pending) -> RunResult:
+    """A rank other than 0: build the bank (the whole one, as rank 0 does) and fine-tune
+    this rank's windows; rank 0 gathers the rows. Writes and prints nothing."""
+    if any(len(v) for v in pending.values()):
+        engine, support, query = _build_engine(cfg, data, episodes, split, data_cfg,
+                                               image_size, device, progress=False)
+        try:
+            _run_pending(cfg, engine, support, query, pending,
+                         episode_batch_size(cfg, engine.bank), None, progress=False)
+        except RunFailed:
+            pass  # --fail-fast: rank 0 stops alike and reports it
+    empty = pd.DataFrame()
+    return RunResult(Path(cfg.out or "."), empty, empty, empty, "")
+
+
 def _build_engine(cfg, data, episodes, split, data_cfg, image_size, device, progress):
     """Feature bank of every image some episode uses, and the engine over it."""
     autocast = torch.bfloat16 if device.type == "cuda" else None
@@ -289,45 +327,58 @@ def _run_pending(cfg, engine, support, query, pending, batch, log, progress) -> 
     Groups are the fixed windows [k * batch, (k + 1) * batch) of episode indices, also on a
     resume (a window with any pending episode is recomputed whole, and only the missing
     rows are written): float32 sums can differ in their last bits between group shapes, so
-    fixed windows make a resumed run bit-identical to an uninterrupted one.
+    fixed windows make a resumed run bit-identical to an uninterrupted one. Under torchrun,
+    window k runs on rank k % world and each round's rows are gathered in window order, so
+    the results are those of one process; only the rank with a `log` (rank 0) writes them
+    and keeps them, the others return nothing.
     """
     rows: list[dict] = []
     bar = tqdm(total=sum(len(v) for v in pending.values()), desc="episodes x methods",
                unit="ep", disable=not progress)
     n = len(support)
-    for start in range(0, n, batch):
-        ids = np.arange(start, min(start + batch, n))
-        group_rows = []
-        for method in cfg.methods:
-            wanted = np.isin(ids, pending[method])
-            if not wanted.any():
+    starts = range(0, n, batch)
+    for k in distributed.shard(len(starts)):
+        mine = [] if k is None else _run_window(cfg, engine, support, query, pending,
+                                                 np.arange(starts[k], min(starts[k] + batch, n)))
+        for group_rows in distributed.all_gather(mine):
+            if not group_rows:
                 continue
-            s, q = support[ids], query[ids]
-            if method == "protonet":
-                t0 = time.perf_counter()
-                acc = engine.protonet(s, q)
-                sec = (time.perf_counter() - t0) / len(ids)
-                new = [_row(e, method, acc[i], None, None, sec, "") for i, e in enumerate(ids)]
-            else:
-                r = engine.finetune(s, q, ids, cfg.seed, method_config(cfg, method))
-                sec = r.seconds / len(ids)
-                new = [_row(e, method, r.accuracy[i], r.loss_before[i], r.loss_after[i], sec,
-                            r.reason[i], r.loss_curve[i]) for i, e in enumerate(ids)]
-            group_rows += [row for row, w in zip(new, wanted) if w]
-            bar.update(int(wanted.sum()))
-        if not group_rows:
-            continue
-        log.append(group_rows)
-        rows += group_rows
-        failed = [r for r in group_rows if r["status"] == "failed"]
-        if failed and cfg.fail_fast:
-            bar.close()
-            f = failed[0]
-            raise RunFailed(f"episode {f['episode']} with {f['method']} failed ({f['reason']}); "
-                            f"stopped because of --fail-fast. Results so far are kept; rerun "
-                            "without --fail-fast to record failures and go on.")
+            bar.update(len(group_rows))
+            if log is not None:
+                log.append(group_rows)
+                rows += group_rows
+            failed = [r for r in group_rows if r["status"] == "failed"]
+            if failed and cfg.fail_fast:  # every rank sees the same rows and stops alike
+                bar.close()
+                f = failed[0]
+                raise RunFailed(f"episode {f['episode']} with {f['method']} failed "
+                                f"({f['reason']}); stopped because of --fail-fast. Results so "
+                                "far are kept; rerun without --fail-fast to record failures "
+                                "and go on.")
     bar.close()
     return rows
+
+
+def _run_window(cfg, engine, support, query, pending, ids) -> list[dict]:
+    """The pending rows of one window of episodes `ids`, every method."""
+    group_rows = []
+    for method in cfg.methods:
+        wanted = np.isin(ids, pending[method])
+        if not wanted.any():
+            continue
+        s, q = support[ids], query[ids]
+        if method == "protonet":
+            t0 = time.perf_counter()
+            acc = engine.protonet(s, q)
+            sec = (time.perf_counter() - t0) / len(ids)
+            new = [_row(e, method, acc[i], None, None, sec, "") for i, e in enumerate(ids)]
+        else:
+            r = engine.finetune(s, q, ids, cfg.seed, method_config(cfg, method))
+            sec = r.seconds / len(ids)
+            new = [_row(e, method, r.accuracy[i], r.loss_before[i], r.loss_after[i], sec,
+                        r.reason[i], r.loss_curve[i]) for i, e in enumerate(ids)]
+        group_rows += [row for row, w in zip(new, wanted) if w]
+    return group_rows
 
 
 def _save_embeddings(cfg, engine, support, query, episodes, path: Path) -> None:
