@@ -214,8 +214,13 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo) -> RunResul
     data = create_dataset(cfg.dataset, cfg.split, cfg.data_root)
     spec = EpisodeSpec(cfg.dataset, cfg.split, cfg.ways, cfg.shots, cfg.queries, cfg.episodes,
                        cfg.seed)
-    episodes, episode_file, created = get_or_create_episodes(
-        data.labels, spec, data.fingerprint(), cfg.episodes_dir)
+    try:
+        episodes, episode_file, created = get_or_create_episodes(
+            data.labels, spec, data.fingerprint(), cfg.episodes_dir)
+    except BenchError as exc:  # say which files the too-small split came from
+        source = data.meta.get("source")
+        raise BenchError(f"{exc} (data set {cfg.dataset} read from {source})" if source
+                         else str(exc)) from exc
     model = create_backbone(cfg.backbone, weights=cfg.weights)
     data_cfg = backbone_data_config(model)
     image_size = cfg.image_size or data.meta.get("image_size") or data_cfg["input_size"][-1]
