@@ -7,7 +7,10 @@ from dataclasses import asdict, dataclass, fields
 
 from .errors import BenchError
 
-METHODS = ("protonet", "ce", "schane")  # protonet: no training, the "do nothing" reference
+# protonet: no training, the "do nothing" reference. supcon and hcl are SCHaNe's ablations:
+# labels without hard-negative weights, and hard-negative weights without labels.
+METHODS = ("protonet", "ce", "schane", "supcon", "hcl")
+CONTRASTIVE = ("schane", "supcon", "hcl")  # trained with (1 - lambda) CE + lambda * term
 TUNE_MODES = ("head", "norm", "last", "full")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
@@ -82,9 +85,12 @@ class RunConfig:
             bad(f"--beta must be >= 0 (got {self.beta}); 0 turns hard-negative weighting off.")
         if self.views < 1:
             bad(f"--views must be at least 1 (got {self.views}).")
-        if "schane" in self.methods and self.views < 2 and self.shots < 2:
-            bad("With --shots 1 and --views 1 no support image has a positive, so SCHaNe's "
-                "contrastive term is exactly zero and SCHaNe equals CE. Use --views 2 or more.")
+        contrastive = [m for m in self.methods if m in CONTRASTIVE]
+        if contrastive and self.views < 2 and (self.shots < 2 or "hcl" in contrastive):
+            why = ("hcl's positives are the other views of the same image" if "hcl" in contrastive
+                   else "with --shots 1 no support image then has a positive")
+            bad(f"--views 1 makes the contrastive term of {', '.join(contrastive)} exactly zero "
+                f"({why}), so it would equal CE. Use --views 2 or more.")
         if self.bank_views < self.views:
             bad(f"--bank-views ({self.bank_views}) must be at least --views ({self.views}).")
         if self.steps < 0:
@@ -97,9 +103,9 @@ class RunConfig:
             bad(f"Unknown --optimizer '{self.optimizer}'. Use one of {', '.join(OPTIMIZERS)}.")
         if self.tune not in TUNE_MODES:
             bad(f"Unknown --tune '{self.tune}'. Use one of {', '.join(TUNE_MODES)}.")
-        if self.tune == "head" and "schane" in self.methods:
-            bad("--tune head trains only the classifier head, so the embeddings SCHaNe's "
-                "contrastive term acts on cannot change and SCHaNe would equal CE. "
+        if self.tune == "head" and any(m in CONTRASTIVE for m in self.methods):
+            bad("--tune head trains only the classifier head, so the embeddings a contrastive "
+                "term (schane, supcon, hcl) acts on cannot change and it would equal CE. "
                 "Use --tune norm, last or full.")
         if self.device not in DEVICES:
             bad(f"Unknown --device '{self.device}'. Use auto, cpu or cuda.")

@@ -38,6 +38,7 @@ class FinetuneConfig:
     """Hyperparameters of one fine-tuning method."""
 
     lam: float = 0.0  # 0 = plain cross-entropy
+    contrastive: str = "schane"  # the lam-weighted term: schane, supcon or hcl
     tau: float = 0.1
     beta: float = 1.0
     detach_weights: bool = False
@@ -185,6 +186,7 @@ class EpisodeFinetuner:
             view_schedule(seed, int(e), cfg.steps, nk, cfg.views, a) for e in episode_ids
         ])).to(dev)  # [G, steps, NK, V]
         labels = self.support_labels.repeat_interleave(cfg.views).expand(g, -1)
+        instances = torch.arange(nk, device=dev).repeat_interleave(cfg.views).expand(g, -1)
         rows = support.unsqueeze(-1).expand(g, nk, cfg.views)
 
         def batch_loss(step: int) -> Tensor:
@@ -193,7 +195,8 @@ class EpisodeFinetuner:
             z = F.normalize(self._forward_episodes(params, x), dim=-1)
             logits = cfg.logit_scale * torch.einsum("gbd,gnd->gbn", z, F.normalize(head, dim=-1))
             return combined_loss(logits, z, labels, lam=cfg.lam, tau=cfg.tau, beta=cfg.beta,
-                                 detach_weights=cfg.detach_weights)
+                                 detach_weights=cfg.detach_weights, contrastive=cfg.contrastive,
+                                 instance_ids=instances)
 
         failed = torch.zeros(g, dtype=torch.bool, device=dev)
         curve = []

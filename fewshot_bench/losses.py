@@ -251,8 +251,14 @@ def combined_loss(
     beta: float = 1.0,
     detach_weights: bool = False,
     single_class: str = "zero",
+    contrastive: str = "schane",
+    instance_ids: Tensor | None = None,
 ) -> Tensor:
-    """``(1 - lam) * cross_entropy(logits, labels) + lam * schane_loss(z, labels)``.
+    """``(1 - lam) * cross_entropy(logits, labels) + lam * contrastive(z, labels)``.
+
+    `contrastive` picks the second term: "schane" (default), "supcon" (no hard-negative
+    weights; tau only) or "hcl" (hard negatives without labels: positives are the other
+    views of the same image, so it needs `instance_ids` [B] / [E, B]).
 
     lam = 0.9 is the paper's few-shot recommendation. lam = 0 returns exactly
     ``F.cross_entropy`` (z is not touched), lam = 1 returns exactly ``schane_loss``.
@@ -273,9 +279,18 @@ def combined_loss(
             ce = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(dim=-1)
         if lam == 0.0:
             return ce
-    con = schane_loss(
-        z, labels, tau=tau, beta=beta, detach_weights=detach_weights, single_class=single_class
-    )
+    if contrastive == "schane":
+        con = schane_loss(z, labels, tau=tau, beta=beta, detach_weights=detach_weights,
+                          single_class=single_class)
+    elif contrastive == "supcon":
+        con = supcon_loss(z, labels, tau=tau)
+    elif contrastive == "hcl":
+        if instance_ids is None:
+            raise ValueError("contrastive='hcl' needs instance_ids (which rows are views of one image)")
+        con = hcl_loss(z, instance_ids, tau=tau, beta=beta, detach_weights=detach_weights,
+                       single_class=single_class)
+    else:
+        raise ValueError(f"unknown contrastive term {contrastive!r}: schane, supcon or hcl")
     if lam == 1.0:
         return con
     return (1.0 - lam) * ce + lam * con

@@ -157,13 +157,15 @@ def reference_finetune_episode(
     opt = _make_optimizer([*params, head], cfg)
     schedule = torch.from_numpy(view_schedule(seed, episode, cfg.steps, nk, cfg.views, a))
     labels = torch.arange(ways, device=device).repeat_interleave(shots).repeat_interleave(cfg.views)
+    instances = torch.arange(nk, device=device).repeat_interleave(cfg.views)
 
     def step_loss(step: int) -> Tensor:
         x = x_all[support_rows[:, None], schedule[step]].flatten(0, 1)  # (image, view) order
         z = F.normalize(net(x).float(), dim=-1)
         logits = cfg.logit_scale * z @ F.normalize(head, dim=-1).T
         return combined_loss(logits, z, labels, lam=cfg.lam, tau=cfg.tau, beta=cfg.beta,
-                             detach_weights=cfg.detach_weights)
+                             detach_weights=cfg.detach_weights, contrastive=cfg.contrastive,
+                             instance_ids=instances)
 
     failed = False
     with torch.no_grad():

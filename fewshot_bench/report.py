@@ -71,7 +71,7 @@ TRAIN_FIELDS = ("steps", "lr", "optimizer", "weight_decay", "logit_scale", "view
 HYPERPARAMETERS = ("lam", "tau", "beta")  # the sweeps the hyperparameter figure draws
 FIELD_NAMES = {"lam": "lambda", "detach_weights": "detach", "weight_decay": "wd",
                "logit_scale": "scale"}
-METHOD_ORDER = ("protonet", "ce", "schane")
+METHOD_ORDER = ("protonet", "ce", "schane", "supcon", "hcl")
 
 
 def method_fields(method: str) -> tuple[str, ...]:

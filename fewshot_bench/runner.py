@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from . import analysis, distributed
 from .backbones import backbone_data_config, create_backbone
 from .bank import build_bank
-from .config import RunConfig
+from .config import CONTRASTIVE, RunConfig
 from .data import create_dataset
 from .episodes import EpisodeSpec, get_or_create_episodes
 from .errors import BenchError, RunFailed
@@ -59,7 +59,8 @@ def resolve_device(name: str) -> torch.device:
 def method_config(cfg: RunConfig, method: str) -> FinetuneConfig:
     """The fine-tuning hyperparameters of one method; only the loss differs between them."""
     return FinetuneConfig(
-        lam=cfg.lam if method == "schane" else 0.0,
+        lam=cfg.lam if method in CONTRASTIVE else 0.0,
+        contrastive=method if method in CONTRASTIVE else "schane",
         tau=cfg.tau, beta=cfg.beta, detach_weights=cfg.detach_weights, views=cfg.views,
         steps=cfg.steps, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
         logit_scale=cfg.logit_scale,
@@ -127,11 +128,10 @@ def _git_state() -> dict:
 
 
 def comparison_pairs(methods: tuple[str, ...]) -> list[tuple[str, str]]:
-    """SCHaNe - CE first (the question this harness answers), then each method against
-    the no-training ProtoNet reference."""
-    pairs = []
-    if "ce" in methods and "schane" in methods:
-        pairs.append(("ce", "schane"))
+    """SCHaNe - CE first (the question this harness answers), then each other contrastive
+    method against CE, then each method against the no-training ProtoNet reference."""
+    contrastive = sorted((m for m in methods if m in CONTRASTIVE), key=lambda m: m != "schane")
+    pairs = [("ce", m) for m in contrastive] if "ce" in methods else []
     if "protonet" in methods:
         pairs += [("protonet", m) for m in methods if m != "protonet"]
     return pairs

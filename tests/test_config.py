@@ -12,7 +12,8 @@ from fewshot_bench.errors import BenchError
 def test_defaults_validate():
     cfg = RunConfig()
     assert cfg.validate() is cfg
-    assert cfg.methods == METHODS
+    assert cfg.methods == ("protonet", "ce", "schane")  # the ablations are opt-in
+    assert set(cfg.methods) <= set(METHODS)
     assert cfg.trained_methods == ("ce", "schane")
 
 

@@ -82,12 +82,17 @@ CASES = [
     # shows in the loss (Adam would hide any constant gradient scale)
     ("norm", FinetuneConfig(lam=0.0, steps=5, views=2, optimizer="sgd", lr=1.0)),  # CE
     ("head", FinetuneConfig(lam=0.0, steps=5, views=2)),
+    # the ablations: labels without hard-negative weights, hard negatives without labels
+    ("norm", FinetuneConfig(lam=0.9, steps=5, views=2, contrastive="supcon",
+                            optimizer="sgd", lr=1.0)),
+    ("norm", FinetuneConfig(lam=0.9, steps=5, views=3, contrastive="hcl",
+                            optimizer="sgd", lr=1.0)),
     ("last", FinetuneConfig(lam=0.9, steps=4, views=2, optimizer="sgd", lr=0.05)),  # vmap path
     ("full", FinetuneConfig(lam=0.9, steps=2, views=2, optimizer="sgd", lr=0.005)),
 ]
 
 
-@pytest.mark.parametrize("tune,cfg", CASES, ids=[f"{t}-{c.optimizer}-lam{c.lam}" for t, c in CASES])
+@pytest.mark.parametrize("tune,cfg", CASES, ids=[f"{t}-{c.optimizer}-lam{c.lam}-{c.contrastive}" for t, c in CASES])
 def test_engine_matches_reference_loop(setup, tune, cfg):
     ids = [0, 1, 2]
     res = run(setup.engine(tune), setup, ids, cfg)

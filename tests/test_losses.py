@@ -416,3 +416,25 @@ def test_modules_match_functions():
     assert torch.equal(SupConLoss(tau=0.2)(z, y), supcon_loss(z, y, tau=0.2))
     assert torch.equal(HCLLoss(tau=0.2, beta=0.5)(z, y), hcl_loss(z, y, tau=0.2, beta=0.5))
     assert "beta=2.0" in repr(m)
+
+
+def test_combined_loss_dispatches_to_each_contrastive_term():
+    """combined_loss's second term is the named loss, with the same lambda weighting."""
+    from fewshot_bench.losses import combined_loss, hcl_loss, supcon_loss
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.nn.functional.normalize(torch.randn(2, 12, 8, generator=g), dim=-1)
+    labels = torch.arange(3).repeat_interleave(4).expand(2, -1)
+    instances = torch.arange(6).repeat_interleave(2).expand(2, -1)
+    logits = torch.randn(2, 12, 3, generator=g)
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(-1)
+    for kind, term in [("schane", schane_loss(z, labels, tau=0.2, beta=1.5)),
+                       ("supcon", supcon_loss(z, labels, tau=0.2)),
+                       ("hcl", hcl_loss(z, instances, tau=0.2, beta=1.5))]:
+        got = combined_loss(logits, z, labels, lam=0.7, tau=0.2, beta=1.5, contrastive=kind,
+                            instance_ids=instances)
+        torch.testing.assert_close(got, 0.3 * ce + 0.7 * term)
+    with pytest.raises(ValueError, match="instance_ids"):
+        combined_loss(logits, z, labels, contrastive="hcl")
+    with pytest.raises(ValueError, match="unknown contrastive"):
+        combined_loss(logits, z, labels, contrastive="triplet")

@@ -131,3 +131,36 @@ def test_environment_record_has_versions():
     assert rec["hardware"]["cuda"] is None
     assert set(rec["git"]) == {"commit", "dirty"}
     json.dumps(rec)  # stored in run.json
+
+
+def test_comparison_pairs_with_the_ablations():
+    methods = ("protonet", "ce", "hcl", "supcon", "schane")
+    pairs = comparison_pairs(methods)
+    assert pairs[:3] == [("ce", "schane"), ("ce", "hcl"), ("ce", "supcon")]
+    assert pairs[3:] == [("protonet", m) for m in ("ce", "hcl", "supcon", "schane")]
+
+
+def test_ablation_methods_run_on_the_same_episodes(tiny, tmp_path, monkeypatch):
+    """supcon and hcl run through the same engine and episodes; their losses differ from
+    SCHaNe's and CE's, so the recorded training losses do too."""
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny.config(tmp_path / "episodes", tmp_path / "out",
+                      methods=("ce", "schane", "supcon", "hcl"))
+    result = run(cfg, progress=False, echo=lambda m: None)
+    rows = result.rows
+    assert set(rows["method"]) == {"ce", "schane", "supcon", "hcl"}
+    assert (rows.groupby("method")["episode"].apply(sorted).apply(tuple).nunique()) == 1
+    before = rows.pivot(index="episode", columns="method", values="loss_before")
+    for m in ("schane", "supcon", "hcl"):
+        assert not np.allclose(before[m], before["ce"])
+    assert not np.allclose(before["supcon"], before["schane"])
+    assert list(result.paired_table["b"])[:3] == ["schane", "supcon", "hcl"]
+
+
+def test_hcl_needs_two_views_even_at_five_shots():
+    from fewshot_bench.config import RunConfig
+    from fewshot_bench.errors import BenchError
+
+    RunConfig(methods=("ce", "supcon"), shots=5, views=1).validate()  # label positives exist
+    with pytest.raises(BenchError, match="hcl"):
+        RunConfig(methods=("ce", "hcl"), shots=5, views=1).validate()
