@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .bank import _interpolation, augmented_views
+from .bank import normalised_views
 from .errors import BenchError
 from .finetune import FinetuneConfig, _make_optimizer, view_schedule
 from .losses import combined_loss
@@ -54,17 +54,8 @@ def build_image_bank(
     normalisation arithmetic as `bank.build_bank`, so ``lower(image_bank[:, v])`` is the
     feature bank's view v up to float rounding.
     """
-    interp = _interpolation(interpolation)
-    mean_t = torch.tensor(mean).view(1, 3, 1, 1) * 255
-    std_t = torch.tensor(std).view(1, 3, 1, 1) * 255
-    out = []
-    for i in np.asarray(image_ids).reshape(-1):
-        v = augmented_views(torch.from_numpy(images[i]).permute(2, 0, 1), n_views, size,
-                            np.random.default_rng([seed, int(i)]), interp)
-        out.append((v.float() - mean_t) / std_t)
-    if not out:
-        return torch.empty(0, n_views, 3, size, size)
-    return torch.stack(out)
+    return normalised_views(images, image_ids, n_views=n_views, size=size, mean=mean, std=std,
+                            interpolation=interpolation, seed=seed)
 
 
 def trainable_parameters(model: nn.Module, tune: str) -> list[nn.Parameter]:
