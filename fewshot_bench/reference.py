@@ -27,35 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .bank import normalised_views
 from .errors import BenchError
 from .finetune import FinetuneConfig, _make_optimizer, view_schedule
 from .losses import combined_loss
 from .split import split_backbone
 
-__all__ = ["build_image_bank", "trainable_parameters", "reference_finetune_episode",
+__all__ = ["trainable_parameters", "reference_finetune_episode",
            "reference_protonet_episode"]
-
-
-def build_image_bank(
-    images: np.ndarray,
-    image_ids: np.ndarray,
-    *,
-    n_views: int,
-    size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    interpolation: str = "bicubic",
-    seed: int = 0,
-) -> Tensor:
-    """The network inputs behind `build_bank`: float32 [len(image_ids), n_views, 3, S, S].
-
-    Same augmentation streams (``default_rng([seed, image index])``) and the same
-    normalisation arithmetic as `bank.build_bank`, so ``lower(image_bank[:, v])`` is the
-    feature bank's view v up to float rounding.
-    """
-    return normalised_views(images, image_ids, n_views=n_views, size=size, mean=mean, std=std,
-                            interpolation=interpolation, seed=seed)
 
 
 def trainable_parameters(model: nn.Module, tune: str) -> list[nn.Parameter]:
@@ -127,7 +105,7 @@ def reference_finetune_episode(
     """Fine-tune a fresh copy of `model` on one episode; return accuracy and losses.
 
     `images_views` float [M, A, 3, S, S]: normalised inputs, view 0 clean (see
-    `build_image_bank`); `support_rows` [N*K] (class-major) and `query_rows` [N*Q]
+    `bank.normalised_views`); `support_rows` [N*K] (class-major) and `query_rows` [N*Q]
     (class-major) index its first dimension. Returns ``dict(accuracy, loss_before,
     loss_after, failed)``; a non-finite loss gives ``failed=True`` and accuracy NaN.
     """

@@ -10,7 +10,7 @@ from torchvision.transforms import InterpolationMode
 
 from fewshot_bench.backbones import backbone_data_config, create_backbone
 from fewshot_bench.bank import augmented_views, build_bank
-from fewshot_bench.reference import build_image_bank
+from fewshot_bench.bank import normalised_views
 from fewshot_bench.split import split_backbone
 
 SIZE, VIEWS = 40, 4
@@ -71,8 +71,8 @@ def test_view0_is_the_clean_resized_image(bank, lower, images, kw):
 
 
 def test_reference_image_bank_gives_the_feature_bank(bank, lower, images, kw):
-    """reference.build_image_bank holds the very inputs behind the bank, every view."""
-    x = build_image_bank(images, np.arange(len(images)), seed=0, **_inputs_kw(kw))
+    """bank.normalised_views holds the very inputs behind the bank, every view."""
+    x = normalised_views(images, np.arange(len(images)), seed=0, **_inputs_kw(kw))
     assert x.shape == (len(images), VIEWS, 3, SIZE, SIZE)
     with torch.no_grad():
         feats = lower(x.flatten(0, 1)).view(bank.shape)
@@ -91,8 +91,8 @@ def test_per_image_streams(bank, lower, images, kw):
     sub = build_bank(lower, images, ids, seed=0, batch_views=VIEWS, **kw)  # one image a batch
     torch.testing.assert_close(sub, bank[ids], rtol=1e-5, atol=1e-5)
     # the augmented inputs themselves are bit-identical
-    full_x = build_image_bank(images, np.arange(len(images)), seed=0, **_inputs_kw(kw))
-    sub_x = build_image_bank(images, ids, seed=0, **_inputs_kw(kw))
+    full_x = normalised_views(images, np.arange(len(images)), seed=0, **_inputs_kw(kw))
+    sub_x = normalised_views(images, ids, seed=0, **_inputs_kw(kw))
     assert torch.equal(sub_x, full_x[ids])
 
 

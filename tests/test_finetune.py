@@ -16,12 +16,11 @@ import pytest
 import torch
 
 from fewshot_bench.backbones import backbone_data_config, create_backbone
-from fewshot_bench.bank import build_bank
+from fewshot_bench.bank import build_bank, normalised_views
 from fewshot_bench.data import create_dataset
 from fewshot_bench.episodes import EpisodeSpec, sample_episodes
 from fewshot_bench.finetune import EpisodeFinetuner, FinetuneConfig, view_schedule
 from fewshot_bench.reference import (
-    build_image_bank,
     reference_finetune_episode,
     reference_protonet_episode,
 )
@@ -48,7 +47,7 @@ class Setup:
         self.query = torch.from_numpy(row_of[eps.query])
         self.bank_kw = dict(n_views=BANK_VIEWS, size=SIZE, mean=dc["mean"], std=dc["std"],
                             interpolation=dc["interpolation"], seed=SEED)
-        self.image_bank = build_image_bank(self.data.images, self.used, **self.bank_kw)
+        self.image_bank = normalised_views(self.data.images, self.used, **self.bank_kw)
         self._engines: dict[str, EpisodeFinetuner] = {}
 
     def engine(self, tune: str) -> EpisodeFinetuner:

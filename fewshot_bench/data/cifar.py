@@ -29,8 +29,8 @@ import numpy as np
 from . import DatasetInfo, register_dataset
 from .base import ImageSplit
 from .cache import Built, SplitPlan, load_split
-from .common import (data_error, get_key, list_images, list_subdirs, load_pickle, remap_labels,
-                     require_dir, root_hint)
+from .common import (how_to_get, data_error, get_key, list_images, list_subdirs, load_pickle, remap_labels,
+                     require_dir)
 from .decode import decode_all
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -60,8 +60,7 @@ def manual(root: Path) -> str:
 
 
 def _how(name: str, root: Path) -> str:
-    return (f"Run `bench data download {name}` where a network exists, or {manual(root)}. "
-            + root_hint(root))
+    return how_to_get(name, manual(root), root)
 
 
 def locations(name: str, root: Path) -> list[Path]:

@@ -42,6 +42,12 @@ def root_hint(root: Path) -> str:
             f"${DATA_ENV}, else ~/data).")
 
 
+def how_to_get(name: str, manual: str, root: Path) -> str:
+    """The fix every missing-data message ends with: download, or place the files by hand."""
+    return (f"Run `bench data download {name}` where a network exists, or {manual}. "
+            + root_hint(root))
+
+
 def data_error(dataset: str, path: Path | str, problem: str, expected: str, how: str) -> BenchError:
     """The one shape of every data error: data set, path, what is wrong, what was expected,
     how to get it."""

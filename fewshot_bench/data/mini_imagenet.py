@@ -20,8 +20,7 @@ import numpy as np
 from . import DatasetInfo, register_dataset
 from .base import ImageSplit
 from .cache import Built, SplitPlan, load_split
-from .common import (data_error, get_key, learn2learn_datasets, load_pickle, require_dir,
-                     root_hint)
+from .common import (how_to_get, data_error, get_key, learn2learn_datasets, load_pickle, require_dir)
 
 NAME = "mini-imagenet"
 SUBDIR = "mini-imagenet"
@@ -45,8 +44,7 @@ def manual(root: Path) -> str:
 
 
 def _how(root: Path) -> str:
-    return (f"Run `bench data download {NAME}` where a network exists, or {manual(root)}. "
-            + root_hint(root))
+    return how_to_get(NAME, manual(root), root)
 
 
 def locations(root: Path) -> list[Path]:
