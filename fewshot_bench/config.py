@@ -7,10 +7,16 @@ from dataclasses import asdict, dataclass, fields
 
 from .errors import BenchError
 
-# protonet: no training, the "do nothing" reference. supcon and hcl are SCHaNe's ablations:
-# labels without hard-negative weights, and hard-negative weights without labels.
-METHODS = ("protonet", "ce", "schane", "supcon", "hcl")
-CONTRASTIVE = ("schane", "supcon", "hcl")  # trained with (1 - lambda) CE + lambda * term
+# protonet and linear-probe leave the backbone as it is (no fine-tuning): nearest class mean
+# of the pretrained embeddings, and a linear classifier trained on them. supcon and hcl are
+# SCHaNe's ablations: labels without hard-negative weights, and hard-negative weights
+# without labels; schane-detached is SCHaNe with no gradient through those weights.
+METHODS = ("protonet", "linear-probe", "ce", "schane", "schane-detached", "supcon", "hcl")
+# trained with (1 - lambda) CE + lambda * term; the value names the term (losses.py)
+CONTRASTIVE_TERM = {"schane": "schane", "schane-detached": "schane", "supcon": "supcon",
+                    "hcl": "hcl"}
+CONTRASTIVE = tuple(CONTRASTIVE_TERM)
+FROZEN_BACKBONE = ("protonet", "linear-probe")  # methods that never change the backbone
 TUNE_MODES = ("head", "norm", "last", "full")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
@@ -105,8 +111,12 @@ class RunConfig:
             bad(f"Unknown --tune '{self.tune}'. Use one of {', '.join(TUNE_MODES)}.")
         if self.tune == "head" and any(m in CONTRASTIVE for m in self.methods):
             bad("--tune head trains only the classifier head, so the embeddings a contrastive "
-                "term (schane, supcon, hcl) acts on cannot change and it would equal CE. "
+                f"term ({', '.join(CONTRASTIVE)}) acts on cannot change and it would equal CE. "
                 "Use --tune norm, last or full.")
+        if self.detach_weights and {"schane", "schane-detached"} <= set(self.methods):
+            bad("--detach-weights makes schane detach its hard-negative weights too, so schane "
+                "and schane-detached would be the same method. Drop --detach-weights to "
+                "compare the two.")
         if self.device not in DEVICES:
             bad(f"Unknown --device '{self.device}'. Use auto, cpu or cuda.")
         if self.logit_scale <= 0:
@@ -121,7 +131,8 @@ class RunConfig:
 
     @property
     def trained_methods(self) -> tuple[str, ...]:
-        return tuple(m for m in self.methods if m != "protonet")
+        """The methods that fine-tune the backbone per episode."""
+        return tuple(m for m in self.methods if m not in FROZEN_BACKBONE)
 
     def to_dict(self) -> dict:
         d = asdict(self)

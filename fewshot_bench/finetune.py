@@ -230,3 +230,67 @@ class EpisodeFinetuner:
                               loss_after.cpu().numpy().astype(np.float64), failed_np, reason,
                               time.perf_counter() - t0, curve_np,
                               zq.cpu().numpy() if keep_embeddings else None)
+
+    # -- linear probe ---------------------------------------------------------------
+    def _view_embeddings(self) -> Tensor:
+        """Pretrained embeddings of every bank view, [M, A, D], computed once on first use
+        in fixed chunks of bank rows (so a row's value never depends on the grouping)."""
+        if getattr(self, "_view_z", None) is None:
+            with torch.no_grad():
+                self._view_z = torch.cat([
+                    F.normalize(self._forward_shared(self.bank[i:i + 32].flatten(0, 1)), dim=-1)
+                    .view(len(self.bank[i:i + 32]), self.bank.shape[1], -1)
+                    for i in range(0, len(self.bank), 32)])
+        return self._view_z
+
+    def linear_probe(self, support: Tensor, query: Tensor, episode_ids: np.ndarray, seed: int,
+                     cfg: FinetuneConfig, *, keep_embeddings: bool = False) -> EpisodeResults:
+        """A linear classifier (zero-initialised weights) trained with CE on the frozen
+        pretrained embeddings of the same augmented support batches the fine-tuning
+        methods see (same view schedule, optimiser, lr and steps), then applied to the
+        clean queries' embeddings. The backbone never changes; `logit_scale`, `lam` and
+        the contrastive settings do not apply. Zero initialisation keeps it deterministic
+        (the problem is convex, so the start hardly matters). No bias: on a balanced support
+        set its gradient is exactly zero in theory, so Adam would turn float rounding
+        noise into lr-sized steps."""
+        t0 = time.perf_counter()
+        g, nk = support.shape
+        dev = self.device
+        view_z = self._view_embeddings()
+        weight = torch.zeros(g, self.ways, view_z.shape[-1], device=dev, requires_grad=True)
+        opt = _make_optimizer([weight], cfg)
+        a = self.bank.shape[1]
+        schedule = torch.from_numpy(np.stack([
+            view_schedule(seed, int(e), cfg.steps, nk, cfg.views, a) for e in episode_ids
+        ])).to(dev)  # [G, steps, NK, V]: the fine-tuning methods' schedule
+        labels = self.support_labels.repeat_interleave(cfg.views).expand(g, -1)
+        rows = support.unsqueeze(-1).expand(g, nk, cfg.views)
+
+        def batch_loss(step: int) -> Tensor:
+            z = view_z[rows, schedule[:, step]].flatten(1, 2)  # [G, NK*V, D], (image, view)
+            logits = torch.einsum("gbd,gnd->gbn", z, weight)
+            return F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(1)
+
+        curve = []
+        with torch.no_grad():
+            loss_before = batch_loss(0)
+        for step in range(cfg.steps):
+            loss = batch_loss(step)
+            curve.append(loss.detach())
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            opt.step()
+        with torch.no_grad():
+            loss_after = batch_loss(0)
+            zq = self.clean_embeddings[query]
+            pred = torch.einsum("gqd,gnd->gqn", zq, weight).argmax(-1)
+        acc = self._accuracy(pred, query.shape[1])
+        failed = ~torch.isfinite(loss_after).cpu().numpy()
+        acc[failed] = np.nan
+        curve_np = (torch.stack(curve, 1).cpu().numpy().astype(np.float64) if curve
+                    else np.zeros((g, 0)))
+        return EpisodeResults(acc, loss_before.cpu().numpy().astype(np.float64),
+                              loss_after.cpu().numpy().astype(np.float64), failed,
+                              ["non-finite loss" if f else "" for f in failed],
+                              time.perf_counter() - t0, curve_np,
+                              zq.cpu().numpy() if keep_embeddings else None)

@@ -33,7 +33,7 @@ from .losses import combined_loss
 from .split import split_backbone
 
 __all__ = ["trainable_parameters", "reference_finetune_episode",
-           "reference_protonet_episode"]
+           "reference_protonet_episode", "reference_linear_probe_episode"]
 
 
 def trainable_parameters(model: nn.Module, tune: str) -> list[nn.Parameter]:
@@ -155,3 +155,45 @@ def reference_finetune_episode(
     q_labels = torch.arange(ways).repeat_interleave(len(query_rows) // ways)
     acc = float("nan") if failed else int((pred == q_labels).sum()) / len(q_labels)
     return dict(accuracy=acc, loss_before=loss_before, loss_after=loss_after, failed=failed)
+
+
+def reference_linear_probe_episode(model: nn.Module, images_views: Tensor, support_rows,
+                                   query_rows, episode: int, seed: int, cfg: FinetuneConfig,
+                                   ways: int, shots: int,
+                                   device: torch.device | str = "cpu") -> dict:
+    """A zero-initialised `nn.Linear` (no bias) trained with CE on the frozen network's embeddings of
+    the same augmented support views (same `view_schedule`), then scored on the clean
+    queries: the textbook linear probe, one episode at a time."""
+    net = model.eval().to(device)
+    x_all = images_views.to(device)
+    support_rows = torch.as_tensor(np.asarray(support_rows), dtype=torch.long)
+    query_rows = torch.as_tensor(np.asarray(query_rows), dtype=torch.long)
+    nk, a = len(support_rows), x_all.shape[1]
+    schedule = torch.from_numpy(view_schedule(seed, episode, cfg.steps, nk, cfg.views, a))
+    labels = torch.arange(ways, device=device).repeat_interleave(shots).repeat_interleave(cfg.views)
+    with torch.no_grad():
+        zq = F.normalize(_embed(net, x_all[query_rows, 0]), dim=-1)
+        dim = zq.shape[-1]
+    head = nn.Linear(dim, ways, bias=False).to(device)
+    nn.init.zeros_(head.weight)
+    opt = _make_optimizer(list(head.parameters()), cfg)
+
+    def step_loss(step: int) -> Tensor:
+        with torch.no_grad():
+            x = x_all[support_rows[:, None], schedule[step]].flatten(0, 1)  # (image, view)
+            z = F.normalize(net(x).float(), dim=-1)
+        return F.cross_entropy(head(z), labels)
+
+    with torch.no_grad():
+        loss_before = float(step_loss(0))
+    for step in range(cfg.steps):
+        loss = step_loss(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        loss_after = float(step_loss(0))
+        pred = head(zq).argmax(-1).cpu()
+    q_labels = torch.arange(ways).repeat_interleave(len(query_rows) // ways)
+    acc = int((pred == q_labels).sum()) / len(q_labels)
+    return dict(accuracy=acc, loss_before=loss_before, loss_after=loss_after, failed=False)

@@ -37,6 +37,7 @@ import pandas as pd
 
 from . import analysis
 from .analysis import _paired_rows
+from .config import CONTRASTIVE
 from .errors import BenchError
 from .fileio import write_atomic
 
@@ -71,15 +72,19 @@ TRAIN_FIELDS = ("steps", "lr", "optimizer", "weight_decay", "logit_scale", "view
 HYPERPARAMETERS = ("lam", "tau", "beta")  # the sweeps the hyperparameter figure draws
 FIELD_NAMES = {"lam": "lambda", "detach_weights": "detach", "weight_decay": "wd",
                "logit_scale": "scale"}
-METHOD_ORDER = ("protonet", "ce", "schane", "supcon", "hcl")
+METHOD_ORDER = ("protonet", "linear-probe", "ce", "schane", "schane-detached", "supcon", "hcl")
 
 
 def method_fields(method: str) -> tuple[str, ...]:
     """The configuration fields that change `method`'s results (besides the setting)."""
     if method == "protonet":  # frozen pretrained embeddings, clean views: no training
         return ("device",)
+    if method == "linear-probe":  # a plain linear head: no logit scale
+        return tuple(f for f in TRAIN_FIELDS if f != "logit_scale") + ("device",)
     if method == "ce":  # lambda = 0: tau, beta and the weights never enter its loss
         return TRAIN_FIELDS + ("device",)
+    if method == "schane-detached":  # detached whatever --detach-weights says
+        return tuple(f for f in LOSS_FIELDS if f != "detach_weights") + TRAIN_FIELDS + ("device",)
     return LOSS_FIELDS + TRAIN_FIELDS + ("device",)
 
 
@@ -529,12 +534,17 @@ def _train_key(info: dict) -> tuple:
 
 
 def default_pairs(labels: Sequence[str], info: dict[str, dict]) -> list[tuple[str, str]]:
-    """CE against every SCHaNe-like label trained the same way (same steps, lr, ...), then
-    every label against the ProtoNet reference; (a, b) reads "b - a"."""
+    """CE against every SCHaNe-like label trained the same way (same steps, lr, ...),
+    SCHaNe against SCHaNe with detached weights, then every label against the ProtoNet
+    reference; (a, b) reads "b - a"."""
     pairs = []
     ce = [lb for lb in labels if info[lb]["method"] == "ce"]
-    other = [lb for lb in labels if info[lb]["method"] not in ("ce", "protonet")]
+    other = [lb for lb in labels if info[lb]["method"] in CONTRASTIVE]
     pairs += [(a, b) for a in ce for b in other if _train_key(info[a]) == _train_key(info[b])]
+    same = ("lam", "tau", "beta") + TRAIN_FIELDS + ("device",)
+    pairs += [(a, b) for a in labels if info[a]["method"] == "schane"
+              for b in labels if info[b]["method"] == "schane-detached"
+              and all(repr(info[a].get(f)) == repr(info[b].get(f)) for f in same)]
     for p in (lb for lb in labels if info[lb]["method"] == "protonet"):
         pairs += [(p, x) for x in labels if info[x]["method"] != "protonet"]
     return pairs
@@ -825,7 +835,7 @@ def _sweep_panels(merged: Merged, acc: pd.DataFrame) -> list:
         series, refs = [], []
         for sid in pd.unique(acc["setting_id"]):
             g = acc[acc["setting_id"] == sid]
-            loss_rows = g[~g["method"].isin(["ce", "protonet"])]
+            loss_rows = g[g["method"].isin(CONTRASTIVE)]
             others = [h for h in LOSS_FIELDS if h != hp]
             keyed: dict[tuple, list] = {}
             for r in loss_rows.itertuples():

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from . import analysis, distributed
 from .backbones import backbone_data_config, create_backbone
 from .bank import build_bank
-from .config import CONTRASTIVE, RunConfig
+from .config import CONTRASTIVE, CONTRASTIVE_TERM, RunConfig
 from .data import create_dataset
 from .episodes import EpisodeSpec, get_or_create_episodes
 from .errors import BenchError, RunFailed
@@ -57,11 +57,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def method_config(cfg: RunConfig, method: str) -> FinetuneConfig:
-    """The fine-tuning hyperparameters of one method; only the loss differs between them."""
+    """The fine-tuning hyperparameters of one method; only the loss differs between them
+    (linear-probe: the same optimiser, steps and support batches, on frozen features)."""
     return FinetuneConfig(
         lam=cfg.lam if method in CONTRASTIVE else 0.0,
-        contrastive=method if method in CONTRASTIVE else "schane",
-        tau=cfg.tau, beta=cfg.beta, detach_weights=cfg.detach_weights, views=cfg.views,
+        contrastive=CONTRASTIVE_TERM.get(method, "schane"),
+        tau=cfg.tau, beta=cfg.beta, views=cfg.views,
+        detach_weights=cfg.detach_weights or method == "schane-detached",
         steps=cfg.steps, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
         logit_scale=cfg.logit_scale,
     )
@@ -129,9 +131,12 @@ def _git_state() -> dict:
 
 def comparison_pairs(methods: tuple[str, ...]) -> list[tuple[str, str]]:
     """SCHaNe - CE first (the question this harness answers), then each other contrastive
-    method against CE, then each method against the no-training ProtoNet reference."""
+    method against CE, SCHaNe with detached weights against SCHaNe, then each method
+    against the no-training ProtoNet reference."""
     contrastive = sorted((m for m in methods if m in CONTRASTIVE), key=lambda m: m != "schane")
     pairs = [("ce", m) for m in contrastive] if "ce" in methods else []
+    if {"schane", "schane-detached"} <= set(methods):
+        pairs.append(("schane", "schane-detached"))
     if "protonet" in methods:
         pairs += [("protonet", m) for m in methods if m != "protonet"]
     return pairs
@@ -378,7 +383,8 @@ def _run_window(cfg, engine, support, query, pending, ids) -> list[dict]:
             sec = (time.perf_counter() - t0) / len(ids)
             new = [_row(e, method, acc[i], None, None, sec, "") for i, e in enumerate(ids)]
         else:
-            r = engine.finetune(s, q, ids, cfg.seed, method_config(cfg, method))
+            train = engine.linear_probe if method == "linear-probe" else engine.finetune
+            r = train(s, q, ids, cfg.seed, method_config(cfg, method))
             sec = r.seconds / len(ids)
             new = [_row(e, method, r.accuracy[i], r.loss_before[i], r.loss_after[i], sec,
                         r.reason[i], r.loss_curve[i]) for i, e in enumerate(ids)]
@@ -396,6 +402,8 @@ def _save_embeddings(cfg, engine, support, query, episodes, path: Path) -> None:
     arrays = {}
     for method in cfg.methods:
         if method == "protonet":
+            z = engine.query_embeddings(q)
+        elif method == "linear-probe":  # the backbone is not trained: pretrained embeddings
             z = engine.query_embeddings(q)
         else:
             z = engine.finetune(s, q, ids, cfg.seed, method_config(cfg, method),

@@ -22,6 +22,7 @@ from fewshot_bench.episodes import EpisodeSpec, sample_episodes
 from fewshot_bench.finetune import EpisodeFinetuner, FinetuneConfig, view_schedule
 from fewshot_bench.reference import (
     reference_finetune_episode,
+    reference_linear_probe_episode,
     reference_protonet_episode,
 )
 from fewshot_bench.split import split_backbone
@@ -86,12 +87,17 @@ CASES = [
                             optimizer="sgd", lr=1.0)),
     ("norm", FinetuneConfig(lam=0.9, steps=5, views=3, contrastive="hcl",
                             optimizer="sgd", lr=1.0)),
+    # schane-detached: no gradient through the hard-negative weights
+    ("norm", FinetuneConfig(lam=0.9, steps=5, views=2, detach_weights=True,
+                            optimizer="sgd", lr=1.0)),
     ("last", FinetuneConfig(lam=0.9, steps=4, views=2, optimizer="sgd", lr=0.05)),  # vmap path
     ("full", FinetuneConfig(lam=0.9, steps=2, views=2, optimizer="sgd", lr=0.005)),
 ]
 
 
-@pytest.mark.parametrize("tune,cfg", CASES, ids=[f"{t}-{c.optimizer}-lam{c.lam}-{c.contrastive}" for t, c in CASES])
+@pytest.mark.parametrize("tune,cfg", CASES, ids=[
+    f"{t}-{c.optimizer}-lam{c.lam}-{c.contrastive}{'-detached' if c.detach_weights else ''}"
+    for t, c in CASES])
 def test_engine_matches_reference_loop(setup, tune, cfg):
     ids = [0, 1, 2]
     res = run(setup.engine(tune), setup, ids, cfg)
@@ -106,6 +112,39 @@ def test_engine_matches_reference_loop(setup, tune, cfg):
     np.testing.assert_allclose(res.loss_after, [r["loss_after"] for r in ref], rtol=1e-4)
     # training did something, so the agreement is not trivially "nothing moved"
     assert np.all(np.abs(res.loss_after - res.loss_before) > 1e-3)
+
+
+@pytest.mark.parametrize("tune", ["norm", "last"])
+def test_linear_probe_matches_reference_loop(setup, tune):
+    """The batched probe (cached view embeddings, stacked heads) against nn.Linear trained
+    on the whole frozen network's outputs, one episode at a time. The tune mode only
+    changes where the network is cut; the probe's features must not depend on it."""
+    cfg = FinetuneConfig(steps=8, views=2, lr=0.05, weight_decay=1e-3)
+    ids = [0, 1, 2, 3]
+    res = setup.engine(tune).linear_probe(setup.support[ids], setup.query[ids],
+                                          np.array(ids), SEED, cfg)
+    ref = [reference_linear_probe_episode(setup.model, setup.image_bank, setup.support[e],
+                                          setup.query[e], e, SEED, cfg, WAYS, SHOTS)
+           for e in ids]
+    n_query = WAYS * QUERIES
+    np.testing.assert_array_equal(np.rint(res.accuracy * n_query),
+                                  np.rint(np.array([r["accuracy"] for r in ref]) * n_query))
+    np.testing.assert_allclose(res.loss_before, np.log(WAYS), rtol=1e-6)  # zero init: uniform
+    np.testing.assert_allclose(res.loss_after, [r["loss_after"] for r in ref], rtol=1e-4)
+    assert np.all(res.loss_after < res.loss_before - 1e-3)  # it trained
+    assert res.loss_curve.shape == (len(ids), cfg.steps)
+
+
+def test_linear_probe_grouping_invariant(setup):
+    engine = setup.engine("norm")
+    cfg = FinetuneConfig(steps=4, views=2, lr=0.05)
+    ids = np.arange(N_EPISODES)
+    whole = engine.linear_probe(setup.support[ids], setup.query[ids], ids, SEED, cfg)
+    for i in range(0, N_EPISODES, 2):
+        part = engine.linear_probe(setup.support[ids[i:i + 2]], setup.query[ids[i:i + 2]],
+                                   ids[i:i + 2], SEED, cfg)
+        np.testing.assert_array_equal(part.accuracy, whole.accuracy[i:i + 2])
+        np.testing.assert_allclose(part.loss_after, whole.loss_after[i:i + 2], rtol=1e-5)
 
 
 def test_reference_loop_leaves_model_untouched(setup):

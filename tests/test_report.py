@@ -308,3 +308,21 @@ def test_report_of_a_real_tiny_run(tiny, tmp_path):
         assert f"{stem}.png" in figs and f"{stem}.pdf" in figs
     assert any(f.startswith("embeddings_pca_") and f.endswith(".png") for f in figs)
     assert all((rep_dir / "figures" / f).stat().st_size > 1000 for f in figs)
+
+
+def test_default_pairs_for_the_new_methods():
+    """CE is paired with contrastive methods only (not the frozen-backbone linear probe),
+    SCHaNe with its detached-weights variant when trained alike, ProtoNet with everything."""
+    from fewshot_bench.report import default_pairs
+
+    train = {"steps": 50, "lr": 0.01, "lam": 0.9, "tau": 0.1, "beta": 1.0}
+    info = {m: {"method": m, **train} for m in
+            ("protonet", "linear-probe", "ce", "schane", "schane-detached")}
+    info["other-schane"] = {"method": "schane", **train, "tau": 0.5}
+    labels = list(info)
+    pairs = default_pairs(labels, info)
+    assert ("ce", "linear-probe") not in pairs
+    assert ("ce", "schane") in pairs and ("ce", "schane-detached") in pairs
+    assert ("schane", "schane-detached") in pairs
+    assert ("other-schane", "schane-detached") not in pairs  # tau differs: not comparable
+    assert [b for a, b in pairs if a == "protonet"] == [lb for lb in labels if lb != "protonet"]

@@ -12,6 +12,7 @@ from fewshot_bench.runner import (
     RunResult,
     comparison_pairs,
     environment_record,
+    method_config,
     run,
     summarise,
     write_atomic,
@@ -164,3 +165,36 @@ def test_hcl_needs_two_views_even_at_five_shots():
     RunConfig(methods=("ce", "supcon"), shots=5, views=1).validate()  # label positives exist
     with pytest.raises(BenchError, match="hcl"):
         RunConfig(methods=("ce", "hcl"), shots=5, views=1).validate()
+
+
+def test_schane_detached_and_linear_probe_in_one_run(tiny, tmp_path, monkeypatch):
+    """schane-detached is SCHaNe with detached hard-negative weights (same loss value at
+    step 0, different gradient); linear-probe trains a head on frozen features. Both run
+    next to the others on the same episodes and get their own pairs."""
+    monkeypatch.chdir(tmp_path)
+    methods = ("protonet", "linear-probe", "ce", "schane", "schane-detached")
+    cfg = tiny.config(tmp_path / "episodes", tmp_path / "out", methods=methods, steps=4)
+    result = run(cfg, progress=False, echo=lambda m: None)
+    rows = result.rows
+    assert set(rows["method"]) == set(methods) and (rows["status"] == "ok").all()
+    before = rows.pivot(index="episode", columns="method", values="loss_before")
+    after = rows.pivot(index="episode", columns="method", values="loss_after")
+    np.testing.assert_allclose(before["schane-detached"], before["schane"], rtol=1e-6)
+    assert not np.allclose(after["schane-detached"], after["schane"], rtol=1e-7, atol=0)
+    np.testing.assert_allclose(before["linear-probe"], np.log(cfg.ways), rtol=1e-6)
+    pairs = list(zip(result.paired_table["a"], result.paired_table["b"]))
+    assert ("ce", "schane-detached") in pairs and ("schane", "schane-detached") in pairs
+    assert ("protonet", "linear-probe") in pairs
+    assert method_config(cfg, "schane-detached").detach_weights
+    assert not method_config(cfg, "schane").detach_weights
+
+
+def test_detach_flag_with_both_schane_variants_is_refused():
+    from fewshot_bench.config import RunConfig
+    from fewshot_bench.errors import BenchError
+
+    with pytest.raises(BenchError, match="schane-detached"):
+        RunConfig(methods=("schane", "schane-detached"), detach_weights=True).validate()
+    with pytest.raises(BenchError, match="--tune head"):
+        RunConfig(methods=("ce", "schane-detached"), tune="head").validate()
+    RunConfig(methods=("linear-probe", "ce"), tune="head").validate()
