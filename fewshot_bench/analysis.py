@@ -253,19 +253,60 @@ def _footnote(method_df: pd.DataFrame) -> str:
     return f"{n_failed} failed episode(s) left out." if n_failed else ""
 
 
-def format_summary(method_df: pd.DataFrame, paired_df: pd.DataFrame | None = None) -> str:
-    """Plain-text tables for the terminal: per-method accuracy, then paired comparisons."""
+def band_summary(df: pd.DataFrame, dist, confidence: float = 0.95) -> pd.DataFrame:
+    """Accuracy per class-frequency band of imbalanced episodes (`shots.ShotsDist`).
+
+    Needs the rows' `class_shots` and `class_accuracy` lists. Per episode, a band's
+    accuracy is the mean accuracy of that episode's classes in the band (equal queries per
+    class); the table gives its mean over the episodes that have such a class, with a t CI.
+    Columns: method, band, shots (lo-hi), episodes, classes, mean, ci95 (percent).
+    """
+    ok, _ = split_failed(df)
+    bands = dist.bands()
+    out = []
+    for method, g in ok.groupby("method", sort=False):
+        shots = np.array(g["class_shots"].tolist())
+        acc = np.array(g["class_accuracy"].tolist(), dtype=float)
+        band = dist.band_of(shots)
+        for b, (name, lo, hi) in enumerate(bands):
+            inside = band == b
+            has = inside.any(1)
+            per_episode = (acc * inside).sum(1)[has] / inside.sum(1)[has]
+            mean, half = mean_ci(100.0 * per_episode, confidence)
+            out.append({"method": method, "band": name, "shots": f"{lo}-{hi}",
+                        "episodes": int(has.sum()), "classes": int(inside.sum()),
+                        "mean": mean, "ci95": half})
+    return pd.DataFrame(out)
+
+
+def _band_rows(band_df: pd.DataFrame) -> tuple[list[str], list[list[str]], str]:
+    bands = list(dict.fromkeys(band_df["band"]))
+    headers = ["accuracy % by class frequency"] + bands
+    rows = [[str(m)] + [_fmt_acc(r.mean, r.ci95) for r in g.itertuples(index=False)]
+            for m, g in band_df.groupby("method", sort=False)]
+    return headers, rows, "l" + "r" * len(bands)
+
+
+def format_summary(method_df: pd.DataFrame, paired_df: pd.DataFrame | None = None,
+                   band_df: pd.DataFrame | None = None) -> str:
+    """Plain-text tables for the terminal: per-method accuracy, then paired comparisons
+    (and, for imbalanced episodes, accuracy per class-frequency band)."""
     parts = [_text_table(*_method_rows(method_df))]
     if paired_df is not None and len(paired_df):
         parts.append(_text_table(*_paired_rows(paired_df)))
+    if band_df is not None and len(band_df):
+        parts.append(_text_table(*_band_rows(band_df)))
     note = _footnote(method_df)
     return "\n\n".join(parts) + (f"\n\n{note}" if note else "") + "\n"
 
 
-def summary_markdown(method_df: pd.DataFrame, paired_df: pd.DataFrame | None = None) -> str:
+def summary_markdown(method_df: pd.DataFrame, paired_df: pd.DataFrame | None = None,
+                     band_df: pd.DataFrame | None = None) -> str:
     """The same tables as `format_summary`, as GitHub Markdown (no `tabulate` needed)."""
     parts = [_md_table(*_method_rows(method_df))]
     if paired_df is not None and len(paired_df):
         parts.append(_md_table(*_paired_rows(paired_df)))
+    if band_df is not None and len(band_df):
+        parts.append(_md_table(*_band_rows(band_df)))
     note = _footnote(method_df)
     return "\n\n".join(parts) + (f"\n\n{note}" if note else "") + "\n"

@@ -54,7 +54,7 @@ def augmented_views(image: torch.Tensor, n_views: int, size: int, rng: np.random
     return torch.stack(out)
 
 
-def _interpolation(name: str) -> InterpolationMode:
+def interpolation_mode(name: str) -> InterpolationMode:
     return {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
             "nearest": InterpolationMode.NEAREST}.get(name, InterpolationMode.BICUBIC)
 
@@ -65,7 +65,7 @@ def normalised_views(images: np.ndarray, image_ids: np.ndarray, *, n_views: int,
                      device: torch.device | str = "cpu") -> torch.Tensor:
     """The network inputs of the bank: float32 [len(image_ids), n_views, 3, S, S], each
     image's views from its own stream ``default_rng([seed, image index])``."""
-    interp = _interpolation(interpolation)
+    interp = interpolation_mode(interpolation)
     mean_t = torch.tensor(mean, device=device).view(1, 1, 3, 1, 1) * 255
     std_t = torch.tensor(std, device=device).view(1, 1, 3, 1, 1) * 255
     if len(image_ids) == 0:

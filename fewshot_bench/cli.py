@@ -28,8 +28,12 @@ class BenchGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2 if isinstance(exc, BenchError) else 1)
         except KeyboardInterrupt:
-            click.echo("interrupted: finished results are kept; run the same command again "
-                       "to resume.", err=True)
+            if ctx.invoked_subcommand == "finetune":
+                click.echo("interrupted: no weights were saved; the same command starts the "
+                           "fine-tuning over.", err=True)
+            else:
+                click.echo("interrupted: finished results are kept; run the same command "
+                           "again to resume.", err=True)
             ctx.exit(130)
 
 
@@ -52,6 +56,9 @@ def main(ctx: click.Context, debug: bool) -> None:
               show_default=True, help="Class split the episodes come from.")
 @click.option("--ways", type=int, default=_DEFAULTS.ways, show_default=True)
 @click.option("--shots", type=int, default=_DEFAULTS.shots, show_default=True)
+@click.option("--shots-dist", default=None, metavar="DIST",
+              help="Imbalanced episodes: support images per class drawn from uniform:LO-HI or "
+                   "zipf:A:LO-HI (replaces --shots; the summary adds accuracy per frequency band).")
 @click.option("--queries", type=int, default=_DEFAULTS.queries, show_default=True,
               help="Query images per class.")
 @click.option("--episodes", type=int, default=_DEFAULTS.episodes, show_default=True)
@@ -115,6 +122,61 @@ def baseline_cmd(run_dir: str, out: str) -> None:
     from .baseline import create_baseline
 
     click.echo(create_baseline(run_dir, out).text)
+
+
+# `bench finetune`: options default to None = FullFinetuneConfig's default (fulltune imports
+# torch, so its defaults are not read here; the help states them).
+@main.command("finetune")
+@click.option("--dataset", default=None, help="Data set, as for bench run [default: emoji].")
+@click.option("--data-root", default=None,
+              help="Folder holding the data sets [default: $FEWSHOT_DATA, else ~/data].")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+              help="The split whose images are trained on (and held out) [default: train].")
+@click.option("--method", default=None, help="ce or schane [default: schane].")
+@click.option("--out", default=None,
+              help="Output folder [default: results/finetune/<time>-...]; never overwritten.")
+@click.option("--epochs", type=int, default=None,
+              help="Passes over the training images [default: 5].")
+@click.option("--steps", type=int, default=None, help="Optimiser steps instead of --epochs.")
+@click.option("--batch-size", type=int, default=None, help="Images per step [default: 32].")
+@click.option("--views", type=int, default=None,
+              help="Augmented views of each image per step, >= 2 for schane [default: 2].")
+@click.option("--lr", type=float, default=None,
+              help="AdamW learning rate of the backbone, cosine decay; the head gets 10x "
+                   "[default: 1e-4].")
+@click.option("--weight-decay", type=float, default=None, help="[default: 0].")
+@click.option("--lambda", "lam", type=float, default=None,
+              help="schane: loss = (1 - lambda) CE + lambda SCHaNe [default: 0.9].")
+@click.option("--tau", type=float, default=None, help="Temperature [default: 0.1].")
+@click.option("--beta", type=float, default=None, help="Hard-negative concentration [default: 1].")
+@click.option("--detach-weights", is_flag=True, default=None,
+              help="Stop gradient through hard-negative weights.")
+@click.option("--head", type=click.Choice(["cosine", "linear"]), default=None,
+              help="Classifier head over the split's classes [default: cosine].")
+@click.option("--logit-scale", type=float, default=None, help="Cosine head's scale [default: 10].")
+@click.option("--holdout", type=float, default=None,
+              help="Fraction of each class's images held out for top-1 [default: 0.2].")
+@click.option("--image-size", type=int, default=None,
+              help="Input size in pixels [default: the data set's, else the backbone's].")
+@click.option("--backbone", default=None, help="timm model name [default: tf_efficientnet_lite0].")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="Start from this local timm-format weight file.")
+@click.option("--seed", type=int, default=None,
+              help="Seeds holdout, batches, views, head [default: 0].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="[default: auto].")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def finetune_cmd(no_progress: bool, **options) -> None:
+    """Fine-tune the whole backbone on a whole split; save timm weights for --weights.
+
+    Trains on all images of --split except a seeded per-class holdout, reports top-1 on the
+    holdout after every epoch, and writes weights.pth and finetune.json to --out."""
+    from .fulltune import FullFinetuneConfig, finetune_full
+
+    cfg = FullFinetuneConfig(**{k: v for k, v in options.items() if v is not None})
+    result = finetune_full(cfg.validate(), progress=not no_progress,
+                           echo=lambda m: click.echo(m, err=True))
+    click.echo(result.text)
 
 
 @main.command("check")

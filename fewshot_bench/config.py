@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from .errors import BenchError
+from .shots import parse_shots_dist
 
 # protonet and linear-probe leave the backbone as it is (no fine-tuning): nearest class mean
 # of the pretrained embeddings, and a linear classifier trained on them. supcon and hcl are
@@ -30,6 +31,7 @@ class RunConfig:
     split: str = "test"
     ways: int = 5
     shots: int = 1
+    shots_dist: str | None = None  # imbalanced episodes, e.g. uniform:1-5 (shots.py)
     queries: int = 15
     episodes: int = 600
     seed: int = 0
@@ -66,6 +68,10 @@ class RunConfig:
 
         if self.ways < 2:
             bad(f"--ways must be at least 2 (got {self.ways}): an episode needs classes to tell apart.")
+        if self.shots_dist is not None:
+            # imbalanced episodes: the stored support set is as wide as the largest count
+            dist = parse_shots_dist(self.shots_dist)
+            self.shots_dist, self.shots = str(dist), dist.hi
         if self.shots < 1:
             bad(f"--shots must be at least 1 (got {self.shots}).")
         if self.queries < 1:
@@ -92,7 +98,8 @@ class RunConfig:
         if self.views < 1:
             bad(f"--views must be at least 1 (got {self.views}).")
         contrastive = [m for m in self.methods if m in CONTRASTIVE]
-        if contrastive and self.views < 2 and (self.shots < 2 or "hcl" in contrastive):
+        fewest = parse_shots_dist(self.shots_dist).lo if self.shots_dist else self.shots
+        if contrastive and self.views < 2 and (fewest < 2 or "hcl" in contrastive):
             why = ("hcl's positives are the other views of the same image" if "hcl" in contrastive
                    else "with --shots 1 no support image then has a positive")
             bad(f"--views 1 makes the contrastive term of {', '.join(contrastive)} exactly zero "

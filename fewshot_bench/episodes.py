@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import BenchError
 from .fileio import atomic_open
+from .shots import parse_shots_dist, support_mask
 
 FORMAT_VERSION = 1
 
@@ -48,16 +49,23 @@ class EpisodeSpec:
     queries: int
     episodes: int
     seed: int
+    # imbalanced episodes (shots.py): per-class shots drawn from this; `shots` is its maximum
+    shots_dist: str | None = None
 
     @property
     def key(self) -> str:
-        """File name stem, e.g. ``emoji-test-5w1s15q-600e-seed0``."""
-        name = f"{self.dataset}-{self.split}-{self.ways}w{self.shots}s{self.queries}q-{self.episodes}e-seed{self.seed}"
+        """File name stem, e.g. ``emoji-test-5w1s15q-600e-seed0``
+        (imbalanced: ``emoji-test-5wuniform1-5s15q-600e-seed0``)."""
+        shots = parse_shots_dist(self.shots_dist).slug if self.shots_dist else self.shots
+        name = f"{self.dataset}-{self.split}-{self.ways}w{shots}s{self.queries}q-{self.episodes}e-seed{self.seed}"
         # Data set names come from a registry, but never let one escape the directory.
         return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["shots_dist"] is None:  # balanced files (and their content hashes) stay as they were
+            del d["shots_dist"]
+        return d
 
     def validate(self) -> None:
         """Check the numbers that do not depend on the data (BenchError if wrong)."""
@@ -75,6 +83,9 @@ class EpisodeSpec:
             raise BenchError(f"--episodes must be at least 1 (got {self.episodes}); 600 or more is customary.")
         if self.seed < 0:
             raise BenchError(f"--seed must be 0 or more (got {self.seed}).")
+        if self.shots_dist is not None and parse_shots_dist(self.shots_dist).hi != self.shots:
+            raise BenchError(f"shots {self.shots} must equal the largest count of --shots-dist "
+                             f"{self.shots_dist} (the width of the stored support set).")
 
 
 @dataclass
@@ -90,6 +101,9 @@ class EpisodeSet:
     classes: np.ndarray  # int64 [E, N]: split-level label of episode class j
     support: np.ndarray  # int64 [E, N*K]: image indices, first K belong to class 0, ...
     query: np.ndarray  # int64 [E, N*Q]: image indices, class-major
+    # imbalanced episodes only: int64 [E, N] real support images per class; the first
+    # shots[e, c] of class c's K slots are real, the rest repeat its first image
+    shots: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         s = self.spec
@@ -102,9 +116,25 @@ class EpisodeSet:
             "support": (e, s.ways * s.shots),
             "query": (e, s.ways * s.queries),
         }
+        if s.shots_dist is not None or self.shots is not None:
+            if s.shots_dist is None or self.shots is None:
+                raise ValueError(f"per-class shots and a shots_dist go together ({s.key})")
+            self.shots = np.ascontiguousarray(self.shots, dtype=np.int64)
+            expected["shots"] = (e, s.ways)
         for name, shape in expected.items():
             if getattr(self, name).shape != shape:
                 raise ValueError(f"{name} must have shape {shape} for {s.key}, got {getattr(self, name).shape}")
+        if self.shots is not None and self.shots.size:
+            dist = parse_shots_dist(s.shots_dist)
+            if self.shots.min() < dist.lo or self.shots.max() > dist.hi:
+                raise ValueError(f"per-class shots outside {dist} in {s.key}")
+
+    @property
+    def support_mask(self) -> np.ndarray:
+        """bool [E, N*K]: which support slots hold a real image (all, when balanced)."""
+        if self.shots is None:
+            return np.ones(self.support.shape, dtype=bool)
+        return support_mask(self.shots, self.spec.shots)
 
     def __len__(self) -> int:
         return int(self.classes.shape[0])
@@ -125,7 +155,8 @@ class EpisodeSet:
         h = hashlib.sha256()
         h.update(json.dumps(self.spec.to_dict(), sort_keys=True).encode())
         h.update(b"\0" + self.data_fingerprint.encode() + b"\0")
-        for a in (self.classes, self.support, self.query):
+        for a in (self.classes, self.support, self.query) + (
+                () if self.shots is None else (self.shots,)):
             h.update(str(a.shape).encode())
             h.update(np.ascontiguousarray(a, dtype="<i8").tobytes())
         return h.hexdigest()
@@ -144,6 +175,7 @@ class EpisodeSet:
             classes=self.classes[idx],
             support=self.support[idx],
             query=self.query[idx],
+            shots=None if self.shots is None else self.shots[idx],
         )
 
     def check_against_labels(self, labels: np.ndarray) -> None:
@@ -214,6 +246,8 @@ def sample_episodes(labels: np.ndarray, spec: EpisodeSpec, data_fingerprint: str
 
     Per episode: N classes without replacement (in random order), then K+Q distinct images
     per class, the first K of which are support and the rest query (so they are disjoint).
+    With `spec.shots_dist`, K is its largest count, and after the images each class's
+    count is drawn (same stream); slots past it repeat the class's first support image.
     Each draw takes the smallest of uniform random keys, one numpy call per episode, and
     episodes are drawn in order from one stream, so the first n episodes are the same for
     any ``spec.episodes >= n`` (600 and 2000 episodes with one seed share their first 600).
@@ -230,9 +264,11 @@ def sample_episodes(labels: np.ndarray, spec: EpisodeSpec, data_fingerprint: str
     n_max = int(counts.max())
     cols = np.arange(n_max)
 
+    dist = parse_shots_dist(spec.shots_dist) if spec.shots_dist else None
     rng = np.random.default_rng(spec.seed)
     chosen = np.empty((e, n_ways), dtype=np.int64)  # positions into class_ids
     picks = np.empty((e, n_ways, m), dtype=np.int64)  # positions within each class
+    shots = np.full((e, n_ways), k, dtype=np.int64)
     for i in range(e):
         ckeys = rng.random(len(class_ids))
         cls = np.argpartition(ckeys, n_ways - 1)[:n_ways] if n_ways < len(class_ids) else np.arange(n_ways)
@@ -243,14 +279,21 @@ def sample_episodes(labels: np.ndarray, spec: EpisodeSpec, data_fingerprint: str
         order = np.argsort(np.take_along_axis(keys, sel, axis=1), axis=1)
         chosen[i] = cls
         picks[i] = np.take_along_axis(sel, order, axis=1)
+        if dist is not None:
+            shots[i] = dist.sample(rng, n_ways)
 
     images = by_class[starts[chosen][:, :, None] + picks]  # [E, N, K+Q]
+    support = images[:, :, :k].copy()
+    if dist is not None:  # unused slots repeat the class's first image (masked out later)
+        unused = np.arange(k)[None, None, :] >= shots[:, :, None]
+        support = np.where(unused, support[:, :, :1], support)
     return EpisodeSet(
         spec=spec,
         data_fingerprint=data_fingerprint,
         classes=class_ids[chosen].astype(np.int64),
-        support=images[:, :, :k].reshape(e, n_ways * k),
+        support=support.reshape(e, n_ways * k),
         query=images[:, :, k:].reshape(e, n_ways * q),
+        shots=shots if dist is not None else None,
     )
 
 
@@ -274,9 +317,11 @@ def save_episodes(es: EpisodeSet, directory: str | Path) -> Path:
         "data_fingerprint": es.data_fingerprint,
         "content_hash": es.content_hash,
     }
+    extra = {} if es.shots is None else {"shots": es.shots}
     with atomic_open(path, "wb") as f:
         np.savez_compressed(
-            f, classes=es.classes, support=es.support, query=es.query, meta=np.array(json.dumps(meta))
+            f, classes=es.classes, support=es.support, query=es.query, meta=np.array(json.dumps(meta)),
+            **extra,
         )
     return path
 
@@ -293,7 +338,8 @@ def load_episodes(path: str | Path) -> EpisodeSet:
     try:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:  # own handle: closed on any error
             meta = json.loads(str(z["meta"][()]))
-            arrays = {name: z[name] for name in ("classes", "support", "query")}
+            arrays = {name: z[name] for name in ("classes", "support", "query", "shots")
+                      if name in z.files}
     except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as exc:
         raise BenchError(broken.format(why=f"unreadable: {type(exc).__name__}")) from exc
     try:

@@ -62,6 +62,7 @@ class EpisodeResults:
     seconds: float  # wall time of the whole group
     loss_curve: np.ndarray  # [G, steps]: the training loss at every step
     query_embeddings: np.ndarray | None = None  # [G, N*Q, D] after fine-tuning, if asked
+    class_accuracy: np.ndarray | None = None  # [G, N]: accuracy on each class's queries
 
 
 def view_schedule(seed: int, episode: int, steps: int, n_images: int, views: int,
@@ -139,22 +140,37 @@ class EpisodeFinetuner:
             return vmap(one)(params, x).float()
 
     # -- methods --------------------------------------------------------------------
-    def prototypes(self, support: Tensor) -> Tensor:
-        """support [G, N*K] bank rows (class-major) -> normalised prototypes [G, N, D]."""
-        z = self.clean_embeddings[support]
-        protos = z.view(z.shape[0], self.ways, self.shots, -1).mean(2)
+    def prototypes(self, support: Tensor, support_mask: Tensor | None = None) -> Tensor:
+        """support [G, N*K] bank rows (class-major) -> normalised prototypes [G, N, D];
+        `support_mask` [G, N*K] (imbalanced episodes): the mean over the real images only."""
+        z = self.clean_embeddings[support].view(support.shape[0], self.ways, self.shots, -1)
+        if support_mask is None:
+            protos = z.mean(2)
+        else:
+            w = support_mask.view(*z.shape[:3], 1).to(z.dtype)
+            protos = (z * w).sum(2) / w.sum(2).clamp_min(1)
         return F.normalize(protos, dim=-1)
 
-    def protonet(self, support: Tensor, query: Tensor) -> np.ndarray:
-        """Nearest class mean of the frozen pretrained embeddings (cosine): no training."""
-        protos = self.prototypes(support)
+    def protonet(self, support: Tensor, query: Tensor, support_mask: Tensor | None = None,
+                 *, per_class: bool = False):
+        """Nearest class mean of the frozen pretrained embeddings (cosine): no training.
+        Accuracy per episode [G] (with `per_class`: also per class, [G, N])."""
+        protos = self.prototypes(support, support_mask)
         zq = self.clean_embeddings[query]
         pred = torch.einsum("gqd,gnd->gqn", zq, protos).argmax(-1)
-        return self._accuracy(pred, query.shape[1])
+        acc = self._accuracy(pred, query.shape[1])
+        return (acc, self._class_accuracy(pred)) if per_class else acc
 
     def _accuracy(self, pred: Tensor, n_query: int) -> np.ndarray:
         q_labels = torch.arange(self.ways, device=pred.device).repeat_interleave(n_query // self.ways)
         return (pred == q_labels).sum(-1).cpu().numpy() / pred.shape[-1]
+
+    def _class_accuracy(self, pred: Tensor) -> np.ndarray:
+        """pred [G, N*Q] class-major -> accuracy of each class's queries [G, N]."""
+        g, nq = pred.shape
+        right = pred.view(g, self.ways, nq // self.ways) == torch.arange(
+            self.ways, device=pred.device).view(1, -1, 1)
+        return right.float().mean(-1).cpu().numpy().astype(np.float64)
 
     def _query_embeddings(self, params: dict[str, Tensor], query: Tensor) -> Tensor:
         """Fine-tuned embeddings of the clean queries, a few episodes at a time: the queries
@@ -172,14 +188,17 @@ class EpisodeFinetuner:
         return self.clean_embeddings[query].cpu().numpy()
 
     def finetune(self, support: Tensor, query: Tensor, episode_ids: np.ndarray, seed: int,
-                 cfg: FinetuneConfig, *, keep_embeddings: bool = False) -> EpisodeResults:
-        """Fine-tune one group of episodes with one method; return per-episode results."""
+                 cfg: FinetuneConfig, *, support_mask: Tensor | None = None,
+                 keep_embeddings: bool = False) -> EpisodeResults:
+        """Fine-tune one group of episodes with one method; return per-episode results.
+        `support_mask` [G, N*K]: the real support images of imbalanced episodes (padding
+        slots then take no part in the head initialisation or the loss)."""
         t0 = time.perf_counter()
         g, nk = support.shape
         dev = self.device
         params = {n: p.unsqueeze(0).repeat(g, *[1] * p.dim()).requires_grad_()
                   for n, p in self.params0.items()}
-        head = self.prototypes(support).clone().requires_grad_()
+        head = self.prototypes(support, support_mask).clone().requires_grad_()
         opt = _make_optimizer([*params.values(), head], cfg)
         a = self.bank.shape[1]
         schedule = torch.from_numpy(np.stack([
@@ -188,6 +207,8 @@ class EpisodeFinetuner:
         labels = self.support_labels.repeat_interleave(cfg.views).expand(g, -1)
         instances = torch.arange(nk, device=dev).repeat_interleave(cfg.views).expand(g, -1)
         rows = support.unsqueeze(-1).expand(g, nk, cfg.views)
+        valid = (None if support_mask is None
+                 else support_mask.repeat_interleave(cfg.views, dim=1))  # [G, NK*V]
 
         def batch_loss(step: int) -> Tensor:
             flat = (rows * a + schedule[:, step]).flatten()  # bank row-major (image, view)
@@ -196,7 +217,7 @@ class EpisodeFinetuner:
             logits = cfg.logit_scale * torch.einsum("gbd,gnd->gbn", z, F.normalize(head, dim=-1))
             return combined_loss(logits, z, labels, lam=cfg.lam, tau=cfg.tau, beta=cfg.beta,
                                  detach_weights=cfg.detach_weights, contrastive=cfg.contrastive,
-                                 instance_ids=instances)
+                                 instance_ids=instances, valid=valid)
 
         failed = torch.zeros(g, dtype=torch.bool, device=dev)
         curve = []
@@ -226,10 +247,12 @@ class EpisodeFinetuner:
         reason = ["non-finite loss during fine-tuning" if f else "" for f in failed_np]
         curve_np = (torch.stack(curve, 1).cpu().numpy().astype(np.float64) if curve
                     else np.zeros((g, 0)))
+        class_acc = self._class_accuracy(pred)
+        class_acc[failed_np] = np.nan
         return EpisodeResults(acc, loss_before.cpu().numpy().astype(np.float64),
                               loss_after.cpu().numpy().astype(np.float64), failed_np, reason,
                               time.perf_counter() - t0, curve_np,
-                              zq.cpu().numpy() if keep_embeddings else None)
+                              zq.cpu().numpy() if keep_embeddings else None, class_acc)
 
     # -- linear probe ---------------------------------------------------------------
     def _view_embeddings(self) -> Tensor:
@@ -244,7 +267,8 @@ class EpisodeFinetuner:
         return self._view_z
 
     def linear_probe(self, support: Tensor, query: Tensor, episode_ids: np.ndarray, seed: int,
-                     cfg: FinetuneConfig, *, keep_embeddings: bool = False) -> EpisodeResults:
+                     cfg: FinetuneConfig, *, support_mask: Tensor | None = None,
+                     keep_embeddings: bool = False) -> EpisodeResults:
         """A linear classifier (zero-initialised weights) trained with CE on the frozen
         pretrained embeddings of the same augmented support batches the fine-tuning
         methods see (same view schedule, optimiser, lr and steps), then applied to the
@@ -265,11 +289,14 @@ class EpisodeFinetuner:
         ])).to(dev)  # [G, steps, NK, V]: the fine-tuning methods' schedule
         labels = self.support_labels.repeat_interleave(cfg.views).expand(g, -1)
         rows = support.unsqueeze(-1).expand(g, nk, cfg.views)
+        w = (torch.ones(g, nk * cfg.views, device=dev) if support_mask is None
+             else support_mask.repeat_interleave(cfg.views, dim=1).float())
 
         def batch_loss(step: int) -> Tensor:
             z = view_z[rows, schedule[:, step]].flatten(1, 2)  # [G, NK*V, D], (image, view)
             logits = torch.einsum("gbd,gnd->gbn", z, weight)
-            return F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(1)
+            per = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
+            return (per * w).sum(1) / w.sum(1)  # the mean over real support images
 
         curve = []
         with torch.no_grad():
@@ -284,13 +311,14 @@ class EpisodeFinetuner:
             loss_after = batch_loss(0)
             zq = self.clean_embeddings[query]
             pred = torch.einsum("gqd,gnd->gqn", zq, weight).argmax(-1)
-        acc = self._accuracy(pred, query.shape[1])
+        acc, class_acc = self._accuracy(pred, query.shape[1]), self._class_accuracy(pred)
         failed = ~torch.isfinite(loss_after).cpu().numpy()
         acc[failed] = np.nan
+        class_acc[failed] = np.nan
         curve_np = (torch.stack(curve, 1).cpu().numpy().astype(np.float64) if curve
                     else np.zeros((g, 0)))
         return EpisodeResults(acc, loss_before.cpu().numpy().astype(np.float64),
                               loss_after.cpu().numpy().astype(np.float64), failed,
                               ["non-finite loss" if f else "" for f in failed],
                               time.perf_counter() - t0, curve_np,
-                              zq.cpu().numpy() if keep_embeddings else None)
+                              zq.cpu().numpy() if keep_embeddings else None, class_acc)

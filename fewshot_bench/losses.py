@@ -107,11 +107,26 @@ def _masked_logsumexp(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     return out, any_
 
 
-def _masks(labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Positive mask (same label, not self) and negative mask (different label), [E, B, B]."""
+def _masks(labels: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Positive mask (same label, not self) and negative mask (different label), [E, B, B].
+    `valid` [E, B]: samples outside it are neither anchors nor candidates."""
     same = labels.unsqueeze(-1) == labels.unsqueeze(-2)
     eye = torch.eye(labels.shape[-1], dtype=torch.bool, device=labels.device)
-    return same & ~eye, ~same
+    pos, neg = same & ~eye, ~same
+    if valid is not None:
+        pair = valid.unsqueeze(-1) & valid.unsqueeze(-2)
+        pos, neg = pos & pair, neg & pair
+    return pos, neg
+
+
+def _prepare_valid(valid: Tensor | None, labels: Tensor, single: bool) -> Tensor | None:
+    """Check and lift the optional sample mask like the labels."""
+    if valid is None:
+        return None
+    if valid.dtype != torch.bool or tuple(valid.shape) != tuple(labels.shape[1:] if single else labels.shape):
+        raise ValueError(f"valid must be a bool tensor shaped like the labels, got "
+                         f"{valid.dtype} {tuple(valid.shape)}")
+    return (valid.unsqueeze(0) if single else valid).to(labels.device)
 
 
 def _mean_over_anchors(per_pair: Tensor, pos: Tensor) -> Tensor:
@@ -144,10 +159,11 @@ def _check_single_class(pos: Tensor, neg: Tensor, single_class: str, name: str) 
 
 
 def _hard_negative_kernel(
-    z: Tensor, labels: Tensor, tau: float, beta: float, detach_weights: bool
+    z: Tensor, labels: Tensor, tau: float, beta: float, detach_weights: bool,
+    valid: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The SCHaNe formula on [E, B, D] (compute dtype) -> per-episode loss [E], pos, neg."""
-    pos, neg = _masks(labels)
+    pos, neg = _masks(labels, valid)
     s = torch.matmul(z, z.transpose(-1, -2)) / tau  # [E, B, B]
     # log w_ik = log|N(i)| + log softmax_{k in N(i)}(beta * s_ik)
     n_neg = neg.sum(dim=-1, keepdim=True).clamp_min(1).to(s.dtype)
@@ -175,6 +191,7 @@ def schane_loss(
     beta: float = 1.0,
     detach_weights: bool = False,
     single_class: str = "zero",
+    valid: Tensor | None = None,
 ) -> Tensor:
     """SCHaNe loss (arXiv 2308.14893, reconstructed; see module docstring for the formula).
 
@@ -188,13 +205,18 @@ def schane_loss(
             Default False: gradient flows, as in Robinson et al.
         single_class: "zero" (0 with a UserWarning) or "error" (ValueError) when a batch
             with positive pairs has only one class and therefore no negatives.
+        valid: optional bool mask shaped like `labels`; samples outside it take no part
+            (neither anchor, positive nor negative), exactly as if they were removed:
+            padding of imbalanced episodes.
 
     Returns:
         0-dim tensor for 2-D input, [E] for 3-D input; float32 (float64 for float64 z).
     """
     zc, lab, single = _prepare(z, labels, tau)
+    valid = _prepare_valid(valid, lab, single)
     with _no_autocast(zc.device):
-        loss, pos, neg = _hard_negative_kernel(zc, lab, float(tau), float(beta), detach_weights)
+        loss, pos, neg = _hard_negative_kernel(zc, lab, float(tau), float(beta), detach_weights,
+                                               valid)
     _check_single_class(pos, neg, single_class, "schane_loss")
     return loss[0] if single else loss
 
@@ -207,6 +229,7 @@ def hcl_loss(
     beta: float = 1.0,
     detach_weights: bool = False,
     single_class: str = "zero",
+    valid: Tensor | None = None,
 ) -> Tensor:
     """Hard-negative contrastive loss without labels (Robinson et al., ICLR 2021; tau+ = 0).
 
@@ -216,13 +239,16 @@ def hcl_loss(
     how it is computed. Same shapes, dtype handling and edge cases as ``schane_loss``.
     """
     zc, ids, single = _prepare(z, instance_ids, tau, what="instance_ids")
+    valid = _prepare_valid(valid, ids, single)
     with _no_autocast(zc.device):
-        loss, pos, neg = _hard_negative_kernel(zc, ids, float(tau), float(beta), detach_weights)
+        loss, pos, neg = _hard_negative_kernel(zc, ids, float(tau), float(beta), detach_weights,
+                                               valid)
     _check_single_class(pos, neg, single_class, "hcl_loss")
     return loss[0] if single else loss
 
 
-def supcon_loss(z: Tensor, labels: Tensor, *, tau: float = 0.1) -> Tensor:
+def supcon_loss(z: Tensor, labels: Tensor, *, tau: float = 0.1,
+                valid: Tensor | None = None) -> Tensor:
     """Supervised contrastive loss, L_out form (Khosla et al., NeurIPS 2020).
 
     l_i = -1/|P(i)| sum_{p in P(i)} log( e^{s_ip} / sum_{a != i} e^{s_ia} ), averaged over
@@ -231,11 +257,15 @@ def supcon_loss(z: Tensor, labels: Tensor, *, tau: float = 0.1) -> Tensor:
     still has the other positives), so no special case. Shapes and dtype as ``schane_loss``.
     """
     zc, lab, single = _prepare(z, labels, tau)
+    valid = _prepare_valid(valid, lab, single)
     with _no_autocast(zc.device):
-        pos, _ = _masks(lab)
+        pos, _ = _masks(lab, valid)
         s = torch.matmul(zc, zc.transpose(-1, -2)) / float(tau)
         eye = torch.eye(s.shape[-1], dtype=torch.bool, device=s.device)
-        log_den, _ = _masked_logsumexp(s, ~eye.expand_as(s))  # [E, B]
+        others = ~eye.expand_as(s)
+        if valid is not None:
+            others = others & valid.unsqueeze(-2)
+        log_den, _ = _masked_logsumexp(s, others)  # [E, B]
         per_pair = log_den.unsqueeze(-1) - s
         loss = _mean_over_anchors(per_pair, pos)
     return loss[0] if single else loss
@@ -253,6 +283,7 @@ def combined_loss(
     single_class: str = "zero",
     contrastive: str = "schane",
     instance_ids: Tensor | None = None,
+    valid: Tensor | None = None,
 ) -> Tensor:
     """``(1 - lam) * cross_entropy(logits, labels) + lam * contrastive(z, labels)``.
 
@@ -264,6 +295,7 @@ def combined_loss(
     ``F.cross_entropy`` (z is not touched), lam = 1 returns exactly ``schane_loss``.
     logits [B, C] with z [B, D] and labels [B] give a 0-dim tensor; logits [E, B, C] with
     z [E, B, D] and labels [E, B] give [E] (per-episode mean CE, per-episode SCHaNe).
+    `valid` (bool, shaped like labels) leaves the other samples out of both terms.
     """
     if not (0.0 <= lam <= 1.0):
         raise ValueError(f"lam must lie in [0, 1], got {lam!r}")
@@ -273,7 +305,12 @@ def combined_loss(
             f"got {tuple(logits.shape)}"
         )
     if lam < 1.0:
-        if logits.dim() == 2:
+        if valid is not None:  # mean over the valid samples only
+            per = F.cross_entropy(logits.transpose(-1, -2) if logits.dim() == 3 else logits,
+                                  labels, reduction="none")
+            w = valid.to(per.dtype)
+            ce = (per * w).sum(dim=-1) / w.sum(dim=-1).clamp_min(1)
+        elif logits.dim() == 2:
             ce = F.cross_entropy(logits, labels)
         else:  # [E, B, C] -> cross_entropy wants the class dim second: [E, C, B]
             ce = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(dim=-1)
@@ -281,14 +318,14 @@ def combined_loss(
             return ce
     if contrastive == "schane":
         con = schane_loss(z, labels, tau=tau, beta=beta, detach_weights=detach_weights,
-                          single_class=single_class)
+                          single_class=single_class, valid=valid)
     elif contrastive == "supcon":
-        con = supcon_loss(z, labels, tau=tau)
+        con = supcon_loss(z, labels, tau=tau, valid=valid)
     elif contrastive == "hcl":
         if instance_ids is None:
             raise ValueError("contrastive='hcl' needs instance_ids (which rows are views of one image)")
         con = hcl_loss(z, instance_ids, tau=tau, beta=beta, detach_weights=detach_weights,
-                       single_class=single_class)
+                       single_class=single_class, valid=valid)
     else:
         raise ValueError(f"unknown contrastive term {contrastive!r}: schane, supcon or hcl")
     if lam == 1.0:

@@ -67,21 +67,32 @@ def _embed(net: nn.Module, x: Tensor, batch: int = 256) -> Tensor:
 
 
 @torch.no_grad()
-def _prototypes(net: nn.Module, images_views: Tensor, support_rows: Tensor, ways: int,
-                shots: int) -> Tensor:
+def _prototypes(net: nn.Module, images_views: Tensor, support_rows: Tensor, labels: Tensor,
+                ways: int) -> Tensor:
     z = F.normalize(_embed(net, images_views[support_rows, 0]), dim=-1)
-    return F.normalize(z.view(ways, shots, -1).mean(1), dim=-1)
+    labels = labels.to(z.device)
+    return F.normalize(torch.stack([z[labels == c].mean(0) for c in range(ways)]), dim=-1)
+
+
+def _real_support(support_rows, ways: int, shots: int, support_mask) -> tuple[Tensor, Tensor, Tensor]:
+    """(slots, rows, labels) of the real support images: an imbalanced episode's padding
+    slots are simply dropped here, which is what the engine's masks must reproduce."""
+    rows = torch.as_tensor(np.asarray(support_rows), dtype=torch.long)
+    labels = torch.arange(ways).repeat_interleave(shots)
+    slots = (torch.arange(len(rows)) if support_mask is None
+             else torch.as_tensor(np.asarray(support_mask)).nonzero().flatten())
+    return slots, rows[slots], labels[slots]
 
 
 def reference_protonet_episode(model: nn.Module, images_views: Tensor, support_rows,
                                query_rows, ways: int, shots: int,
-                               device: torch.device | str = "cpu") -> float:
+                               device: torch.device | str = "cpu", support_mask=None) -> float:
     """Cosine nearest-class-mean accuracy of the pretrained embeddings (clean views)."""
     net = model.eval().to(device)
-    support_rows = torch.as_tensor(np.asarray(support_rows), device="cpu")
+    _, support_rows, labels = _real_support(support_rows, ways, shots, support_mask)
     query_rows = torch.as_tensor(np.asarray(query_rows), device="cpu")
     x = images_views.to(device) if images_views.device != torch.device(device) else images_views
-    protos = _prototypes(net, x, support_rows, ways, shots)
+    protos = _prototypes(net, x, support_rows, labels, ways)
     with torch.no_grad():
         zq = F.normalize(_embed(net, x[query_rows, 0]), dim=-1)
     pred = (zq @ protos.T).argmax(-1).cpu()
@@ -101,13 +112,16 @@ def reference_finetune_episode(
     ways: int,
     shots: int,
     device: torch.device | str = "cpu",
+    support_mask=None,
 ) -> dict:
     """Fine-tune a fresh copy of `model` on one episode; return accuracy and losses.
 
     `images_views` float [M, A, 3, S, S]: normalised inputs, view 0 clean (see
     `bank.normalised_views`); `support_rows` [N*K] (class-major) and `query_rows` [N*Q]
-    (class-major) index its first dimension. Returns ``dict(accuracy, loss_before,
-    loss_after, failed)``; a non-finite loss gives ``failed=True`` and accuracy NaN.
+    (class-major) index its first dimension; `support_mask` [N*K] marks the real support
+    images of an imbalanced episode (the others are dropped). Returns ``dict(accuracy,
+    loss_before, loss_after, failed)``; a non-finite loss gives ``failed=True`` and
+    accuracy NaN.
     """
     device = torch.device(device)
     net = copy.deepcopy(model).to(device).eval()  # eval: BatchNorm statistics stay frozen
@@ -118,15 +132,16 @@ def reference_finetune_episode(
         p.requires_grad_(True)
 
     x_all = images_views if images_views.device == device else images_views.to(device)
-    support_rows = torch.as_tensor(np.asarray(support_rows), dtype=torch.long)
-    query_rows = torch.as_tensor(np.asarray(query_rows), dtype=torch.long)
     nk, a = len(support_rows), x_all.shape[1]
+    slots, support_rows, image_labels = _real_support(support_rows, ways, shots, support_mask)
+    query_rows = torch.as_tensor(np.asarray(query_rows), dtype=torch.long)
 
-    head = _prototypes(net, x_all, support_rows, ways, shots).clone().requires_grad_()
+    head = _prototypes(net, x_all, support_rows, image_labels, ways).clone().requires_grad_()
     opt = _make_optimizer([*params, head], cfg)
-    schedule = torch.from_numpy(view_schedule(seed, episode, cfg.steps, nk, cfg.views, a))
-    labels = torch.arange(ways, device=device).repeat_interleave(shots).repeat_interleave(cfg.views)
-    instances = torch.arange(nk, device=device).repeat_interleave(cfg.views)
+    # the schedule is drawn for all N*K slots; the real images keep their slots' views
+    schedule = torch.from_numpy(view_schedule(seed, episode, cfg.steps, nk, cfg.views, a))[:, slots]
+    labels = image_labels.to(device).repeat_interleave(cfg.views)
+    instances = torch.arange(len(slots), device=device).repeat_interleave(cfg.views)
 
     def step_loss(step: int) -> Tensor:
         x = x_all[support_rows[:, None], schedule[step]].flatten(0, 1)  # (image, view) order
@@ -159,18 +174,18 @@ def reference_finetune_episode(
 
 def reference_linear_probe_episode(model: nn.Module, images_views: Tensor, support_rows,
                                    query_rows, episode: int, seed: int, cfg: FinetuneConfig,
-                                   ways: int, shots: int,
-                                   device: torch.device | str = "cpu") -> dict:
+                                   ways: int, shots: int, device: torch.device | str = "cpu",
+                                   support_mask=None) -> dict:
     """A zero-initialised `nn.Linear` (no bias) trained with CE on the frozen network's embeddings of
     the same augmented support views (same `view_schedule`), then scored on the clean
     queries: the textbook linear probe, one episode at a time."""
     net = model.eval().to(device)
     x_all = images_views.to(device)
-    support_rows = torch.as_tensor(np.asarray(support_rows), dtype=torch.long)
-    query_rows = torch.as_tensor(np.asarray(query_rows), dtype=torch.long)
     nk, a = len(support_rows), x_all.shape[1]
-    schedule = torch.from_numpy(view_schedule(seed, episode, cfg.steps, nk, cfg.views, a))
-    labels = torch.arange(ways, device=device).repeat_interleave(shots).repeat_interleave(cfg.views)
+    slots, support_rows, image_labels = _real_support(support_rows, ways, shots, support_mask)
+    query_rows = torch.as_tensor(np.asarray(query_rows), dtype=torch.long)
+    schedule = torch.from_numpy(view_schedule(seed, episode, cfg.steps, nk, cfg.views, a))[:, slots]
+    labels = image_labels.to(device).repeat_interleave(cfg.views)
     with torch.no_grad():
         zq = F.normalize(_embed(net, x_all[query_rows, 0]), dim=-1)
         dim = zq.shape[-1]

@@ -117,7 +117,8 @@ class Run:
             "dataset": c.get("dataset"), "split": c.get("split"), "backbone": c.get("backbone"),
             "weights": (w[:12] if w else c.get("weights")) or "default",
             "image_size": (rec.get("data") or {}).get("image_size") or c.get("image_size"),
-            "tune": c.get("tune"), "ways": c.get("ways"), "shots": c.get("shots"),
+            "tune": c.get("tune"), "ways": c.get("ways"),
+            "shots": c.get("shots_dist") or c.get("shots"),  # imbalanced: e.g. uniform:1-5
             "queries": c.get("queries"), "n_episodes": c.get("episodes"),
         }
 

@@ -29,6 +29,7 @@ from .fileio import atomic_open, write_atomic
 from .results import (ROWS, RowLog, check_output_dir, create_output_dir, read_rows,
                       write_record, write_rows)
 from .finetune import EpisodeFinetuner, FinetuneConfig
+from .shots import parse_shots_dist
 from .split import split_backbone
 
 # Bytes of feature-sized activations one episode may hold per support sample and bank
@@ -189,22 +190,26 @@ def _check_resumable(previous: dict, record: dict, out: Path) -> None:
             "numerics. Pass --device to match, or choose another --out.")
 
 
-def run(cfg: RunConfig, *, progress: bool = True, echo=print) -> RunResult:
+def run(cfg: RunConfig, *, progress: bool = True, echo=print,
+        engine_cache: dict | None = None) -> RunResult:
     """Run every method of `cfg` on the same stored episodes; write and return results.
 
     With an `out` folder that holds a stopped run of the same settings, the run resumes:
     finished (episode, method) results are kept and only the rest is computed.
+    `engine_cache`: a dict kept between calls (e.g. by `bench sweep`) so that runs needing
+    the same feature bank build it once (see `_cached_engine`).
     """
     cfg.validate()
     device = resolve_device(cfg.device)
     distributed.init(device)  # under torchrun: join the group; otherwise nothing
     try:
-        return _run(cfg, device, progress, echo)
+        return _run(cfg, device, progress, echo, engine_cache)
     finally:
         distributed.teardown()
 
 
-def _run(cfg: RunConfig, device: torch.device, progress: bool, echo) -> RunResult:
+def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
+         engine_cache: dict | None = None) -> RunResult:
     """`run` in this process. Under torchrun, rank 0 checks and writes the run folder and
     decides what is pending; every rank builds the bank and fine-tunes its share of the
     episode windows (see `_run_pending`); the other ranks write and print nothing."""
@@ -218,7 +223,7 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo) -> RunResul
         shared = distributed.broadcast(None)
     data = create_dataset(cfg.dataset, cfg.split, cfg.data_root)
     spec = EpisodeSpec(cfg.dataset, cfg.split, cfg.ways, cfg.shots, cfg.queries, cfg.episodes,
-                       cfg.seed)
+                       cfg.seed, cfg.shots_dist)
     try:
         episodes, episode_file, created = get_or_create_episodes(
             data.labels, spec, data.fingerprint(), cfg.episodes_dir)
@@ -263,13 +268,14 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo) -> RunResul
     need_embeddings = cfg.embeddings > 0 and not (out / "embeddings.npz").exists()
     if todo or need_embeddings:
         t_bank = time.perf_counter()
-        engine, support, query = _build_engine(cfg, data, episodes, split, data_cfg, image_size,
-                                               device, progress)
+        engine, support, query = _cached_engine(engine_cache, cfg, data, episodes, split,
+                                                data_cfg, image_size, device, progress)
         bank_seconds = time.perf_counter() - t_bank
         batch = episode_batch_size(cfg, engine.bank)
         log = RowLog(out / ROWS)
         try:
-            done += _run_pending(cfg, engine, support, query, pending, batch, log, progress)
+            done += _run_pending(cfg, engine, support, query, pending, batch, log, progress,
+                                 _support_mask(episodes, device), episodes.shots)
         finally:
             log.close()
         if need_embeddings:
@@ -284,16 +290,21 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo) -> RunResul
     write_atomic(out / "summary.csv", method_table.to_csv(index=False))
     if paired_or_none is not None:
         write_atomic(out / "paired.csv", paired.to_csv(index=False))
-    title = (f"{cfg.dataset}/{cfg.split}, {cfg.backbone}, {cfg.ways}-way {cfg.shots}-shot, "
+    bands = None
+    if cfg.shots_dist:  # imbalanced episodes: accuracy by how many shots a class had
+        bands = analysis.band_summary(df, parse_shots_dist(cfg.shots_dist))
+        write_atomic(out / "bands.csv", bands.to_csv(index=False))
+    shots = f"{cfg.shots_dist} shots" if cfg.shots_dist else f"{cfg.shots}-shot"
+    title = (f"{cfg.dataset}/{cfg.split}, {cfg.backbone}, {cfg.ways}-way {shots}, "
              f"{cfg.queries} queries, {n} episodes, tune={cfg.tune}")
     write_atomic(out / "summary.md",
-                 f"# {title}\n\n" + analysis.summary_markdown(method_table, paired_or_none))
+                 f"# {title}\n\n" + analysis.summary_markdown(method_table, paired_or_none, bands))
     total = time.perf_counter() - t_start
     record.update(finished=_dt.datetime.now().isoformat(timespec="seconds"),
                   timing={"bank_seconds": round(bank_seconds, 2),
                           "total_seconds": round(total, 2), "episode_batch": batch})
     write_record(out, record)
-    text = title + "\n\n" + analysis.format_summary(method_table, paired_or_none)
+    text = title + "\n\n" + analysis.format_summary(method_table, paired_or_none, bands)
     text += f"\n\n{n} episodes x {len(cfg.methods)} methods in {total:.0f} s; results in {out}"
     return RunResult(out, df, method_table, paired, text)
 
@@ -306,7 +317,8 @@ def _run_worker(cfg, data, episodes, split, data_cfg, image_size, device, pendin
                                                image_size, device, progress=False)
         try:
             _run_pending(cfg, engine, support, query, pending,
-                         episode_batch_size(cfg, engine.bank), None, progress=False)
+                         episode_batch_size(cfg, engine.bank), None, False,
+                         _support_mask(episodes, device), episodes.shots)
         except RunFailed:
             pass  # --fail-fast: rank 0 stops alike and reports it
     empty = pd.DataFrame()
@@ -330,7 +342,29 @@ def _build_engine(cfg, data, episodes, split, data_cfg, image_size, device, prog
     return engine, support, query
 
 
-def _run_pending(cfg, engine, support, query, pending, batch, log, progress) -> list[dict]:
+def _cached_engine(cache, cfg, data, episodes, split, data_cfg, image_size, device, progress):
+    """`_build_engine`, reused from `cache` (when given) for a run whose bank and engine
+    would be the same: keyed by everything they depend on. The fine-tuning hyperparameters
+    are not in the key: the engine starts every episode from the pretrained weights."""
+    if cache is None:
+        return _build_engine(cfg, data, episodes, split, data_cfg, image_size, device, progress)
+    key = (cfg.dataset, cfg.data_root, cfg.split, episodes.data_fingerprint, cfg.backbone,
+           cfg.weights, image_size, cfg.bank_views, cfg.seed, cfg.tune, str(device), cfg.ways,
+           cfg.shots, episodes.content_hash)
+    if key not in cache:
+        cache[key] = _build_engine(cfg, data, episodes, split, data_cfg, image_size, device,
+                                   progress)
+    return cache[key]
+
+
+def _support_mask(episodes, device: torch.device) -> torch.Tensor | None:
+    """The real support slots of imbalanced episodes (None when balanced)."""
+    return (None if episodes.shots is None
+            else torch.from_numpy(episodes.support_mask).to(device))
+
+
+def _run_pending(cfg, engine, support, query, pending, batch, log, progress, mask=None,
+                 class_shots=None) -> list[dict]:
     """Fine-tune every pending (episode, method), appending each group's rows to the log as
     soon as the group is done.
 
@@ -349,7 +383,8 @@ def _run_pending(cfg, engine, support, query, pending, batch, log, progress) -> 
     starts = range(0, n, batch)
     for k in distributed.shard(len(starts)):
         mine = [] if k is None else _run_window(cfg, engine, support, query, pending,
-                                                 np.arange(starts[k], min(starts[k] + batch, n)))
+                                                 np.arange(starts[k], min(starts[k] + batch, n)),
+                                                 mask, class_shots)
         for group_rows in distributed.all_gather(mine):
             if not group_rows:
                 continue
@@ -369,25 +404,34 @@ def _run_pending(cfg, engine, support, query, pending, batch, log, progress) -> 
     return rows
 
 
-def _run_window(cfg, engine, support, query, pending, ids) -> list[dict]:
-    """The pending rows of one window of episodes `ids`, every method."""
+def _run_window(cfg, engine, support, query, pending, ids, mask=None,
+                class_shots=None) -> list[dict]:
+    """The pending rows of one window of episodes `ids`, every method. Imbalanced episodes
+    (`mask`, `class_shots` given) also record each class's shots and query accuracy."""
     group_rows = []
     for method in cfg.methods:
         wanted = np.isin(ids, pending[method])
         if not wanted.any():
             continue
         s, q = support[ids], query[ids]
+        m = None if mask is None else mask[ids]
         if method == "protonet":
             t0 = time.perf_counter()
-            acc = engine.protonet(s, q)
+            acc, class_acc = engine.protonet(s, q, m, per_class=True)
             sec = (time.perf_counter() - t0) / len(ids)
             new = [_row(e, method, acc[i], None, None, sec, "") for i, e in enumerate(ids)]
         else:
             train = engine.linear_probe if method == "linear-probe" else engine.finetune
-            r = train(s, q, ids, cfg.seed, method_config(cfg, method))
+            r = train(s, q, ids, cfg.seed, method_config(cfg, method), support_mask=m)
             sec = r.seconds / len(ids)
+            class_acc = r.class_accuracy
             new = [_row(e, method, r.accuracy[i], r.loss_before[i], r.loss_after[i], sec,
                         r.reason[i], r.loss_curve[i]) for i, e in enumerate(ids)]
+        if class_shots is not None:
+            for row, i in zip(new, range(len(ids))):
+                row["class_shots"] = class_shots[ids[i]].tolist()
+                row["class_accuracy"] = (None if row["status"] == "failed"
+                                         else [round(float(a), 6) for a in class_acc[i]])
         group_rows += [row for row, w in zip(new, wanted) if w]
     return group_rows
 
@@ -406,7 +450,9 @@ def _save_embeddings(cfg, engine, support, query, episodes, path: Path) -> None:
         elif method == "linear-probe":  # the backbone is not trained: pretrained embeddings
             z = engine.query_embeddings(q)
         else:
+            m = _support_mask(episodes, engine.device)
             z = engine.finetune(s, q, ids, cfg.seed, method_config(cfg, method),
+                                support_mask=None if m is None else m[ids],
                                 keep_embeddings=True).query_embeddings
         arrays[f"z_{method}"] = z.astype(np.float16)
     with atomic_open(path, "wb") as f:

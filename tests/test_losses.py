@@ -438,3 +438,29 @@ def test_combined_loss_dispatches_to_each_contrastive_term():
         combined_loss(logits, z, labels, contrastive="hcl")
     with pytest.raises(ValueError, match="unknown contrastive"):
         combined_loss(logits, z, labels, contrastive="triplet")
+
+
+# -- the sample mask of imbalanced episodes ------------------------------------------------
+@pytest.mark.parametrize("term", ["schane", "supcon", "hcl"])
+@pytest.mark.parametrize("lam", [0.0, 0.5, 1.0])
+def test_valid_mask_equals_removing_the_samples(term, lam):
+    """Masked-out samples (padding of imbalanced episodes) take no part at all: the loss
+    equals the loss on the remaining samples, and their embeddings get no gradient."""
+    g = torch.Generator().manual_seed(3)
+    e, b, d, c = 3, 10, 6, 3
+    z = F.normalize(torch.randn(e, b, d, generator=g, dtype=torch.float64), dim=-1).requires_grad_()
+    labels = torch.randint(0, c, (e, b), generator=g)
+    ids = torch.arange(b).div(2, rounding_mode="floor").expand(e, -1)  # 2 views per image
+    logits = torch.randn(e, b, c, generator=g, dtype=torch.float64)
+    valid = torch.rand(e, b, generator=g) > 0.3
+    got = combined_loss(logits, z, labels, lam=lam, contrastive=term, instance_ids=ids,
+                        valid=valid)
+    for i in range(e):
+        keep = valid[i]
+        want = combined_loss(logits[i, keep], z[i, keep], labels[i, keep], lam=lam,
+                             contrastive=term, instance_ids=ids[i, keep])
+        torch.testing.assert_close(got[i], want)
+    if lam > 0:  # lam = 0 is CE alone, which never touches z
+        got.sum().backward()
+        assert torch.all(z.grad[~valid] == 0)
+        assert z.grad[valid].abs().sum() > 0
