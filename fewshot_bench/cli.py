@@ -113,6 +113,38 @@ def run(no_progress: bool, **options) -> None:
         click.echo(result.text)
 
 
+@main.command("sweep")
+@click.option("--param", "params", multiple=True, required=True, metavar="NAME=V1,V2,...",
+              help="A swept hyperparameter and its values (repeatable; the grid is every "
+                   "combination): lambda, tau, beta, lr, steps, views, logit_scale, weight_decay.")
+@click.option("--out", required=True, help="Sweep folder (rerun the same command to resume).")
+@click.option("--select-on", type=click.Choice(["val"]), default=None,
+              help="Choose the grid point on validation episodes first, then run only it (and "
+                   "the methods the grid does not change) on --split.")
+@click.option("--target", default="schane", show_default=True,
+              help="With --select-on: the method whose mean accuracy chooses the grid point.")
+@click.option("--no-figures", is_flag=True, help="Tables only in the sweep's report (faster).")
+def sweep(params: tuple[str, ...], out: str, select_on: str | None, target: str,
+          no_figures: bool, **options) -> None:
+    """Run a hyperparameter grid on one episode file; every `bench run` option applies.
+
+    Methods the swept parameters do not change run once (runs/base); the others once per
+    grid point. Writes results.csv/.md (accuracy and the paired difference vs CE per grid
+    point and method) and report/ (`bench report` over the runs, sweep figures included)."""
+    from .sweep import config_options, parse_params, run_sweep
+
+    grid = parse_params(params)
+    cfg = RunConfig(**config_options(options))
+    result = run_sweep(cfg, grid, out, select_on=select_on, target=target,
+                       progress=not options.get("no_progress"), figures=not no_figures,
+                       echo=lambda m: click.echo(m, err=True))
+    click.echo(result.text)
+
+
+# every `bench run` option, before the sweep's own (run's --out is the sweep's folder here)
+sweep.params[:0] = [p for p in run.params if p.name != "out"]
+
+
 @main.command("baseline")
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", required=True,
