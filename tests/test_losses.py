@@ -464,3 +464,19 @@ def test_valid_mask_equals_removing_the_samples(term, lam):
         got.sum().backward()
         assert torch.all(z.grad[~valid] == 0)
         assert z.grad[valid].abs().sum() > 0
+
+
+def test_hcl_equals_schane_when_each_class_has_one_image():
+    """At 1 shot, same label = same image: HCL's view positives and all-other-instance
+    negatives are SCHaNe's label positives and other-class negatives, so the two losses
+    (and their gradients) coincide; a real 1-shot run shows identical numbers for both."""
+    g = torch.Generator().manual_seed(5)
+    z = F.normalize(torch.randn(4, 10, 8, generator=g, dtype=torch.float64), dim=-1).requires_grad_()
+    images = torch.arange(5).repeat_interleave(2).expand(4, -1)  # 5 images x 2 views
+    labels = images * 7 % 5  # one image per class, labels a permutation of the images
+    a = schane_loss(z, labels, tau=0.1, beta=1.0)
+    (ga,) = torch.autograd.grad(a.sum(), z)
+    b = hcl_loss(z, images, tau=0.1, beta=1.0)
+    (gb,) = torch.autograd.grad(b.sum(), z)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(ga, gb)

@@ -1,0 +1,136 @@
+"""`build_report`: load and merge the runs, tabulate, draw, and write the report files in
+each output format (`FORMATS`, `parse_formats`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from ..errors import BenchError
+from ..fileio import write_atomic
+from .document import _html_report, _markdown_report
+from .embeddings import embedding_table, embedding_table_view
+from .figures import _figures
+from .merge import Merged, merge_runs
+from .paired import paired_results, paired_table_view
+from .runs import find_run_dirs, load_run
+from .tables import accuracy_table, main_table_view, runs_table_view
+
+
+FORMATS = ("md", "csv", "latex", "html")
+
+
+@dataclass
+class Report:
+    out: Path
+    merged: Merged
+    accuracy: pd.DataFrame
+    paired: pd.DataFrame
+    embeddings: pd.DataFrame
+    figures: list[Path]  # png and pdf files
+    files: list[Path]  # everything written
+    notes: list[str]
+    text: str
+
+
+def build_report(run_dirs: Sequence[str | Path], out: str | Path, formats: Sequence[str] = FORMATS,
+                 pairs: Sequence[tuple[str, str]] | None = None, title: str | None = None,
+                 figures: bool = True) -> Report:
+    """Load and merge `run_dirs`, tabulate, draw and write the report files into `out`."""
+    formats = tuple(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise BenchError(f"Unknown --format {', '.join(unknown) or '(empty)'}; use a comma list of "
+                         f"{', '.join(FORMATS)}.")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"--out {out} is a file, not a folder.")
+    runs = [load_run(p) for p in find_run_dirs(run_dirs)]
+    merged = merge_runs(runs)
+    acc = accuracy_table(merged)
+    paired, pair_notes = paired_results(merged, pairs)
+    emb, pca = embedding_table(merged)
+    notes = merged.notes + pair_notes
+    if any(r.embeddings for r in runs) and not all(r.embeddings for r in runs):
+        missing = [r.name for r in runs if r.embeddings is None]
+        notes.append(f"No embeddings.npz in {', '.join(missing)} (run with --embeddings N to "
+                     "score embedding quality).")
+    failed = int(acc["failed"].sum())
+    if failed:
+        notes.append(f"{failed} failed episode(s) are left out of the means (see the cells).")
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"Cannot create the report folder {out} ({exc.strerror}).") from exc
+    main_t = main_table_view(merged, acc)
+    paired_t = paired_table_view(merged, paired)
+    emb_t = embedding_table_view(merged, emb) if len(emb) else None
+    runs_t = runs_table_view(merged)
+    title = title or _default_title(merged)
+
+    figs: list[tuple[str, str, Path]] = []
+    fig_files: list[Path] = []
+    if figures:
+        figs = _figures(merged, acc, paired, pca, out / "figures")
+        fig_files = [p for _, _, png in figs for p in (png, png.with_suffix(".pdf"))]
+
+    files: list[Path] = []
+
+    def write(name: str, text: str) -> None:
+        write_atomic(out / name, text)
+        files.append(out / name)
+
+    tables = {"main_table": main_t, "paired_table": paired_t}
+    if emb_t is not None:
+        tables["embedding_quality"] = emb_t
+    if "md" in formats:
+        for name, t in tables.items():
+            write(f"{name}.md", t.markdown())
+        write("report.md", _markdown_report(title, merged, tables, runs_t, figs, notes, out))
+    if "csv" in formats:
+        write("main_table.csv", acc.to_csv(index=False))
+        write("paired_table.csv", paired.to_csv(index=False))
+        if len(emb):
+            write("embedding_quality.csv", emb.to_csv(index=False))
+        ep = merged.rows.drop(columns=["loss_curve"]).merge(
+            merged.settings[[k for k, _ in merged.shown]], left_on="setting_id", right_index=True)
+        write("episodes.csv", ep.to_csv(index=False))
+    if "latex" in formats:
+        for name, t in tables.items():
+            write(f"{name}.tex", t.latex())
+    if "html" in formats:
+        write("report.html", _html_report(title, merged, tables, runs_t, figs, notes))
+    files += fig_files
+
+    text = [title, "", main_t.text()]
+    if paired_t.rows:
+        text += [paired_t.text()]
+    if emb_t is not None:
+        text += [emb_t.text()]
+    if any(main_t.bold):
+        text += ["* best of its row, with a 95% interval that overlaps no other method's.", ""]
+    text += [f"note: {n}" for n in notes]
+    text += [f"Report in {out}: " + ", ".join(sorted({p.name for p in files if p.parent == out}))
+             + (f"; {len(fig_files)} figure files in {out / 'figures'}" if fig_files else "")]
+    return Report(out=out, merged=merged, accuracy=acc, paired=paired, embeddings=emb,
+                  figures=fig_files, files=files, notes=notes, text="\n".join(text))
+
+
+def _default_title(merged: Merged) -> str:
+    n = len(merged.runs)
+    return f"fewshot-bench report: {n} run{'s' if n != 1 else ''}, {len(merged.settings)} setting(s)"
+
+
+def parse_formats(value: str) -> tuple[str, ...]:
+    fmts = tuple(f.strip().lower() for f in value.split(",") if f.strip())
+    aliases = {"markdown": "md", "tex": "latex"}
+    fmts = tuple(aliases.get(f, f) for f in fmts)
+    unknown = [f for f in fmts if f not in FORMATS]
+    if unknown or not fmts:
+        raise BenchError(f"Unknown --format {', '.join(unknown) or '(empty)'}; use a comma list of "
+                         f"{', '.join(FORMATS)}.")
+    return tuple(dict.fromkeys(fmts))

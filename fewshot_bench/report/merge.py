@@ -1,0 +1,198 @@
+"""Merging: the runs become setting rows and method columns (labels) of one per-episode table
+(`merge_runs` -> `Merged`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import BenchError
+from .fields import ALWAYS_SHOWN, FIELD_NAMES, METHOD_ORDER, SETTING_FIELDS, _fmt_value, method_fields
+from .runs import Run
+
+
+@dataclass
+class Entry:
+    """One method of one run: a column label in one setting row."""
+
+    run: Run
+    method: str
+    label: str
+    setting_id: int
+    values: dict
+
+
+@dataclass
+class Merged:
+    runs: list[Run]
+    entries: list[Entry]  # kept entries, one per (setting_id, label)
+    settings: pd.DataFrame  # one row per setting id: SETTING_FIELDS, content_hash, episodes_key, title, slug
+    shown: list[tuple[str, str]]  # (column, header) of the setting columns tables show
+    labels: list[str]  # column order
+    label_info: dict[str, dict]  # label -> {"method": ..., field: value}
+    rows: pd.DataFrame  # per episode: setting_id, label, method, run, episode, accuracy, status, loss_curve
+    notes: list[str]
+
+    def setting_align(self) -> str:
+        numeric = {"image_size", "ways", "shots", "queries", "n_episodes"}
+        return "".join("r" if k in numeric else "l" for k, _ in self.shown)
+
+    def setting_cells(self, sid: int) -> list[str]:
+        s = self.settings.loc[sid]
+        return [_fmt_value(s[col]) for col, _ in self.shown]
+
+    def entries_of(self, sid: int) -> list[Entry]:
+        return [e for e in self.entries if e.setting_id == sid]
+
+    def runs_of(self, label: str, sid: int | None = None) -> list[str]:
+        return [e.run.name for e in self.entries if e.label == label and (sid is None or e.setting_id == sid)]
+
+
+def _sort_key(v):
+    if v is None:
+        return (0, 0.0, "")
+    if isinstance(v, (bool, int, float, np.integer, np.floating)):
+        return (1, float(v), "")
+    return (2, 0.0, str(v))
+
+
+def merge_runs(runs: Sequence[Run]) -> Merged:
+    """Labels, settings and the per-episode table of `runs` (see the package docstring)."""
+    if not runs:
+        raise BenchError("No run folders to report on.")
+    notes = [n for r in runs for n in r.notes]
+    # unique display names for runs that share a folder name
+    names = [r.name for r in runs]
+    for r in runs:
+        if names.count(r.name) > 1:
+            r.name = f"{r.path.parent.name}/{r.path.name}"
+
+    # settings: SETTING_FIELDS + content hash
+    def skey(r: Run) -> tuple:
+        return tuple(r.setting[k] for k, _ in SETTING_FIELDS) + (r.content_hash,)
+
+    keys = sorted({skey(r) for r in runs}, key=lambda t: tuple(_sort_key(v) for v in t))
+    sid_of = {k: i for i, k in enumerate(keys)}
+    first_run = {}
+    for r in runs:
+        first_run.setdefault(skey(r), r)
+    settings = pd.DataFrame(
+        [{**{k: v for (k, _), v in zip(SETTING_FIELDS, key[:-1])}, "content_hash": key[-1],
+          "episodes_key": first_run[key].episodes_key} for key in keys]
+    )
+    settings.index.name = "setting_id"
+
+    # which setting fields vary -> shown columns; an episode-file column if rows still collide
+    def varies(k: str) -> bool:
+        if k == "weights":  # other backbones have other weights anyway
+            return bool(settings.groupby("backbone")["weights"].nunique().max() > 1)
+        return settings[k].map(repr).nunique() > 1
+
+    shown = [(k, h) for k, h in SETTING_FIELDS if k in ALWAYS_SHOWN or varies(k)]
+    visible = settings[[k for k, _ in shown]].astype(str).agg("|".join, axis=1)
+    if visible.duplicated(keep=False).any():
+        key_hashes = settings.groupby("episodes_key")["content_hash"].nunique()
+        settings["episode_file"] = [
+            k if key_hashes[k] == 1 else f"{k} #{h[:8]}"
+            for k, h in zip(settings["episodes_key"], settings["content_hash"])
+        ]
+        shown.append(("episode_file", "episode file"))
+    settings["title"] = [_setting_title(settings.loc[i], shown) for i in settings.index]
+    settings["title_no_file"] = [_setting_title(settings.loc[i], [x for x in shown if x[0] != "episode_file"])
+                                 for i in settings.index]
+    settings["slug"] = _unique_slugs(settings["title"])
+
+    # labels: method + the fields of method_fields that vary between runs
+    raw = [(r, m) for r in runs for m in pd.unique(r.rows["method"])]
+    varying: dict[str, list[str]] = {}
+    for m in dict.fromkeys(m for _, m in raw):
+        vals = [r.values() for r, mm in raw if mm == m]
+        varying[m] = [f for f in method_fields(m) if len({repr(v[f]) for v in vals}) > 1]
+
+    def label_of(r: Run, m: str) -> str:
+        v = r.values()
+        parts = [f"{FIELD_NAMES.get(f, f)}={_fmt_value(v[f])}" for f in varying[m]]
+        return f"{m}({','.join(parts)})" if parts else m
+
+    entries = [Entry(r, m, label_of(r, m), sid_of[skey(r)], r.values()) for r, m in raw]
+
+    # one entry per (setting, label): identical repeats are dropped, differing ones renamed
+    kept: list[Entry] = []
+    groups: dict[tuple[int, str], list[Entry]] = {}
+    for e in entries:
+        groups.setdefault((e.setting_id, e.label), []).append(e)
+    for (sid, label), es in groups.items():
+        if len(es) == 1:
+            kept.append(es[0])
+            continue
+        ref = _results_of(es[0])
+        same = [e for e in es[1:] if _results_of(e).equals(ref)]
+        differ = [e for e in es[1:] if e not in same]
+        if same:
+            notes.append(f"{label} of {', '.join(e.run.name for e in same)} repeats {es[0].run.name} "
+                         "(same settings, same episodes, same results): counted once.")
+        if not differ:
+            kept.append(es[0])
+            continue
+        group = [es[0]] + differ
+        for e in group:
+            e.label = f"{label}@{e.run.name}"
+            kept.append(e)
+        notes.append(f"{label} gives different results in {', '.join(e.run.name for e in group)} "
+                     "although no recorded hyperparameter differs; they are shown as "
+                     f"{', '.join(e.label for e in group)}.")
+
+    label_info: dict[str, dict] = {}
+    for e in kept:
+        label_info.setdefault(e.label, {"method": e.method, **e.values})
+
+    def order(label: str):
+        info = label_info[label]
+        m = info["method"]
+        rank = METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER)
+        return (rank, m, tuple(_sort_key(info.get(f)) for f in varying.get(m, [])), label)
+
+    labels = sorted(label_info, key=order)
+    kept.sort(key=lambda e: (e.setting_id, labels.index(e.label)))
+
+    frames = []
+    for e in kept:
+        df = e.run.rows.loc[e.run.rows["method"] == e.method,
+                            ["episode", "method", "accuracy", "status", "loss_curve"]].copy()
+        df.insert(0, "label", e.label)
+        df.insert(0, "run", e.run.name)
+        df.insert(0, "setting_id", e.setting_id)
+        frames.append(df)
+    rows = pd.concat(frames, ignore_index=True)
+    return Merged(runs=list(runs), entries=kept, settings=settings, shown=shown, labels=labels,
+                  label_info=label_info, rows=rows, notes=notes)
+
+
+def _results_of(e: Entry) -> pd.DataFrame:
+    df = e.run.rows.loc[e.run.rows["method"] == e.method, ["episode", "accuracy", "status"]]
+    return df.sort_values("episode").reset_index(drop=True)
+
+
+def _setting_title(s: pd.Series, shown) -> str:
+    parts = [str(s["dataset"]), str(s["backbone"]), f"{s['ways']}-way {s['shots']}-shot"]
+    cols = {k for k, _ in shown}
+    extra = {"split": "split {}", "weights": "weights {}", "image_size": "{} px", "tune": "tune={}",
+             "queries": "{} queries", "n_episodes": "{} episodes", "episode_file": "{}"}
+    parts += [fmt.format(_fmt_value(s[k])) for k, fmt in extra.items() if k in cols]
+    return " · ".join(parts)
+
+
+def _unique_slugs(titles) -> list[str]:
+    out = []
+    for t in titles:
+        base = re.sub(r"[^a-z0-9]+", "-", t.lower()).strip("-")[:60] or "setting"
+        slug, n = base, 1
+        while slug in out:
+            n += 1
+            slug = f"{base}-{n}"
+        out.append(slug)
+    return out
