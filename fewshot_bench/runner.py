@@ -213,19 +213,22 @@ def run(cfg: RunConfig, *, progress: bool = True, echo=print,
         distributed.teardown()
 
 
-def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
-         engine_cache: dict | None = None) -> RunResult:
-    """`run` in this process. Under torchrun, rank 0 checks and writes the run folder and
-    decides what is pending; every rank builds the bank and fine-tunes its share of the
-    episode windows (see `_run_pending`); the other ranks write and print nothing."""
-    t_start = time.perf_counter()
-    main = distributed.is_main()
-    if not main:
-        progress, echo = False, lambda message: None
-    out = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    previous = check_output_dir(cfg, out) if main else None
-    if not main:  # wait for rank 0: folder checked, episode file stored
-        shared = distributed.broadcast(None)
+@dataclass
+class _Inputs:
+    """What every rank reads before the work: data, stored episodes, backbone, its cut."""
+
+    data: object
+    spec: EpisodeSpec
+    episodes: object
+    episode_file: Path
+    created: bool
+    model: torch.nn.Module
+    data_cfg: dict
+    image_size: int
+    split: object
+
+
+def _read_inputs(cfg: RunConfig) -> _Inputs:
     data = create_dataset(cfg.dataset, cfg.split, cfg.data_root)
     spec = EpisodeSpec(cfg.dataset, cfg.split, cfg.ways, cfg.shots, cfg.queries, cfg.episodes,
                        cfg.seed, cfg.shots_dist)
@@ -239,30 +242,46 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
     model = create_backbone(cfg.backbone, weights=cfg.weights)
     data_cfg = backbone_data_config(model)
     image_size = cfg.image_size or data.meta.get("image_size") or data_cfg["input_size"][-1]
-    split = split_backbone(model, cfg.tune)
-    if not main:
-        if episodes.content_hash != shared["episodes"]:  # another machine, other files
-            raise BenchError(f"rank {distributed.rank()}: the episode file {episode_file} "
-                             "differs from rank 0's. Share --episodes-dir between machines.")
-        return _run_worker(cfg, data, episodes, split, data_cfg, image_size, device,
-                           shared["pending"])
-    record = _make_record(cfg, out, spec, episodes, episode_file, data, image_size, model,
-                          data_cfg, split, device)
-    done: list[dict] = []
-    if previous is not None:
-        _check_resumable(previous, record, out)
-        done = [r for r in read_rows(out / ROWS, warn=lambda m: echo(f"warning: {m}"))
-                if r.get("method") in cfg.methods]
-        record["started"] = previous.get("started", record["started"])
-        record["resumed"] = [*previous.get("resumed", []), _dt.datetime.now().isoformat(timespec="seconds")]
-    out = create_output_dir(out)  # every input checked: the work starts
-    if data.meta.get("split_file"):  # an automatic class split: keep it with the results
-        shutil.copyfile(data.meta["split_file"], out / "split.json")
-    n = len(episodes)
-    done_keys = {(r["episode"], r["method"]) for r in done}
-    pending = {m: np.array([e for e in range(n) if (e, m) not in done_keys], dtype=np.int64)
-               for m in cfg.methods}
-    todo = sum(len(v) for v in pending.values())
+    return _Inputs(data, spec, episodes, episode_file, created, model, data_cfg, image_size,
+                   split_backbone(model, cfg.tune))
+
+
+def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
+         engine_cache: dict | None = None) -> RunResult:
+    """`run` in this process. Under torchrun, rank 0 checks and writes the run folder and
+    decides what is pending; every rank builds the bank and fine-tunes its share of the
+    episode windows (see `_run_pending`); the other ranks write and print nothing."""
+    t_start = time.perf_counter()
+    if not distributed.is_main():
+        return _run_other_rank(cfg, device)
+    try:
+        out = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+        previous = check_output_dir(cfg, out)
+        inputs = _read_inputs(cfg)
+        data, spec, episodes, episode_file, created = (
+            inputs.data, inputs.spec, inputs.episodes, inputs.episode_file, inputs.created)
+        split, data_cfg, image_size = inputs.split, inputs.data_cfg, inputs.image_size
+        record = _make_record(cfg, out, spec, episodes, episode_file, data, image_size,
+                              inputs.model, data_cfg, split, device)
+        done: list[dict] = []
+        if previous is not None:
+            _check_resumable(previous, record, out)
+            done = [r for r in read_rows(out / ROWS, warn=lambda m: echo(f"warning: {m}"))
+                    if r.get("method") in cfg.methods]
+            record["started"] = previous.get("started", record["started"])
+            record["resumed"] = [*previous.get("resumed", []),
+                                 _dt.datetime.now().isoformat(timespec="seconds")]
+        out = create_output_dir(out)  # every input checked: the work starts
+        if data.meta.get("split_file"):  # an automatic class split: keep it with the results
+            shutil.copyfile(data.meta["split_file"], out / "split.json")
+        n = len(episodes)
+        done_keys = {(r["episode"], r["method"]) for r in done}
+        pending = {m: np.array([e for e in range(n) if (e, m) not in done_keys], dtype=np.int64)
+                   for m in cfg.methods}
+        todo = sum(len(v) for v in pending.values())
+    except BaseException as exc:  # under torchrun, let the other ranks stop at once, quietly
+        distributed.broadcast({"error": str(exc) or type(exc).__name__})
+        raise
     distributed.broadcast({"pending": pending, "episodes": episodes.content_hash})
     echo(f"{n} episodes ({spec.key}) from {episode_file}{' (new)' if created else ''}; "
          f"results in {out}" + (f"; resuming: {len(done)} results kept, {todo} to go"
@@ -314,12 +333,23 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
     return RunResult(out, df, method_table, paired, text)
 
 
-def _run_worker(cfg, data, episodes, split, data_cfg, image_size, device, pending) -> RunResult:
-    """A rank other than 0: build the bank (the whole one, as rank 0 does) and fine-tune
-    this rank's windows; rank 0 gathers the rows. Writes and prints nothing."""
+def _run_other_rank(cfg: RunConfig, device: torch.device) -> RunResult:
+    """A rank other than 0: wait until rank 0 has checked the inputs and the run folder,
+    build the bank (the whole one, as rank 0 does) and fine-tune this rank's windows; rank
+    0 gathers the rows. Writes and prints nothing, except when rank 0 stopped on an error."""
+    shared = distributed.broadcast(None)
+    if "error" in shared:
+        raise BenchError(f"rank {distributed.rank()} stopped because rank 0 did: "
+                         f"{shared['error']}")
+    inputs = _read_inputs(cfg)
+    episodes, pending = inputs.episodes, shared["pending"]
+    if episodes.content_hash != shared["episodes"]:  # another machine, other files
+        raise BenchError(f"rank {distributed.rank()}: the episode file {inputs.episode_file} "
+                         "differs from rank 0's. Share --episodes-dir between machines.")
     if any(len(v) for v in pending.values()):
-        engine, support, query = _build_engine(cfg, data, episodes, split, data_cfg,
-                                               image_size, device, progress=False)
+        engine, support, query = _build_engine(cfg, inputs.data, episodes, inputs.split,
+                                               inputs.data_cfg, inputs.image_size, device,
+                                               progress=False)
         try:
             _run_pending(cfg, engine, support, query, pending,
                          episode_batch_size(cfg, engine.bank), None, False,

@@ -89,3 +89,21 @@ def test_shard_is_round_robin_and_plain_without_torchrun(monkeypatch):
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
     monkeypatch.setattr(distributed, "rank", lambda: 1)
     assert distributed.shard(5) == [1, 3, None]
+
+
+def test_bad_input_under_torchrun_stops_every_rank_quietly(tmp_path):
+    """Rank 0 refuses the --out (a path under a file) before any work: the other rank is
+    told at once and stops with a one-line error too (exit 2), instead of failing in its
+    collective with a connection error and a traceback."""
+    (tmp_path / "afile").write_text("")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "fewshot_bench.cli", *OPTIONS, "--episodes-dir", str(tmp_path / "eps"),
+           "--out", str(tmp_path / "afile" / "run")]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    # torchrun's own launcher prints its ChildFailedError; the ranks print one line each
+    assert "[rank0]: Traceback" not in output and "[rank1]: Traceback" not in output, output
+    assert "error: Cannot write to the results folder" in output
+    assert "rank 1 stopped because rank 0 did" in output
+    assert "exitcode  : 2" in output  # both ranks: bad input
