@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -36,6 +35,7 @@ from timm.data import resolve_data_config
 from torch import nn
 
 from fewshot_bench.errors import BenchError
+from fewshot_bench.fileio import file_sha256
 
 __all__ = [
     "OFFLINE_BACKBONES",
@@ -273,14 +273,6 @@ def _check_name(name: str) -> None:
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _finish(model: nn.Module, source: dict) -> nn.Module:
     """Eval mode, CPU, and a record of where the weights came from."""
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
@@ -331,7 +323,7 @@ def create_backbone(
                 name=name,
                 source=f"offline-package:{entry.package}=={version}",
                 path=str(report.path),
-                sha256=_sha256(report.path),
+                sha256=file_sha256(report.path),
             ),
         )
 
@@ -393,7 +385,7 @@ def _from_file(name: str, path: Path) -> nn.Module:
             f"tensors ({', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}). "
             "Is it a checkpoint for another architecture, or not in timm's format?"
         )
-    return _finish(model, dict(name=name, source="file", path=str(path), sha256=_sha256(path)))
+    return _finish(model, dict(name=name, source="file", path=str(path), sha256=file_sha256(path)))
 
 
 def backbone_data_config(model: nn.Module) -> dict:

@@ -22,7 +22,6 @@ head's initialisation from (seed); CE and SCHaNe therefore see exactly the same 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import math
 import time
@@ -40,7 +39,7 @@ from .backbones import backbone_data_config, create_backbone
 from .bank import augmented_views, interpolation_mode
 from .data import create_dataset
 from .errors import BenchError, RunFailed
-from .fileio import atomic_open, write_atomic
+from .fileio import atomic_open, file_sha256, write_atomic
 from .losses import combined_loss
 from .runner import environment_record, resolve_device
 from .runtime import keep_freed_memory
@@ -315,21 +314,13 @@ def _check_out(cfg: FullFinetuneConfig, out: Path) -> dict | None:
             "replace it.")
     weights = out / WEIGHTS
     if previous.get("finished"):
-        if not weights.is_file() or _sha256(weights) != previous.get("weights", {}).get("sha256"):
+        if not weights.is_file() or file_sha256(weights) != previous.get("weights", {}).get("sha256"):
             raise BenchError(
                 f"{weights} is missing or does not match the sha256 in {out / RECORD}: it was "
                 "changed after the fine-tune. Delete the folder to fine-tune again, or choose "
                 "another --out.")
         return previous
     return None  # interrupted with the same settings: start over in the same folder
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_record(out: Path, record: dict) -> None:
@@ -413,7 +404,7 @@ def finetune_full(cfg: FullFinetuneConfig, progress: bool = True,
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_open(weights_path, "wb") as f:
         torch.save(state, f)
-    sha = _sha256(weights_path)
+    sha = file_sha256(weights_path)
     images_per_s = total * cfg.batch_size / max(train_seconds, 1e-9)
     record.update(
         history=history, holdout_top1=history[-1]["holdout_top1"],
