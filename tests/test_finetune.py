@@ -119,7 +119,9 @@ def test_linear_probe_matches_reference_loop(setup, tune):
     """The batched probe (cached view embeddings, stacked heads) against nn.Linear trained
     on the whole frozen network's outputs, one episode at a time. The tune mode only
     changes where the network is cut; the probe's features must not depend on it."""
-    cfg = FinetuneConfig(steps=8, views=2, lr=0.05, weight_decay=1e-3)
+    # SGD, as for `last` above: Adam's sign-like first steps turn the rounding differences
+    # of near-zero gradient entries (2 threads vs 1, fused vs whole network) into lr-sized ones
+    cfg = FinetuneConfig(steps=8, views=2, optimizer="sgd", lr=2.0, weight_decay=1e-3)
     ids = [0, 1, 2, 3]
     res = setup.engine(tune).linear_probe(setup.support[ids], setup.query[ids],
                                           np.array(ids), SEED, cfg)

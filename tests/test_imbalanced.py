@@ -153,7 +153,7 @@ def test_protonet_and_linear_probe_masks_match_reference(setup):
            for e in ids]
     np.testing.assert_array_equal(_correct(acc), _correct(ref))
     np.testing.assert_allclose(per_class.mean(1), acc)
-    cfg = FinetuneConfig(steps=6, views=2, lr=0.05)
+    cfg = FinetuneConfig(steps=6, views=2, optimizer="sgd", lr=2.0)  # SGD: see test_finetune
     res = setup.engine.linear_probe(setup.support, setup.query, ids, SEED, cfg,
                                     support_mask=setup.mask)
     ref = [reference_linear_probe_episode(setup.model, setup.image_bank, setup.support[e],
