@@ -156,6 +156,22 @@ class SweepPlan:
             return None
         return replace(self.cfg, methods=self.base_methods, out=str(runs_dir / BASE))
 
+    def same_as(self, i: int) -> int:
+        """The first grid point whose runs are exactly point i's. With lambda = 0 the
+        contrastive term is off, so tau and beta change nothing; beta never enters SupCon.
+        Such points share the first one's run folder instead of repeating it."""
+        key = self._effective(i)
+        return next(j for j in range(i + 1) if self._effective(j) == key)
+
+    def _effective(self, i: int) -> tuple:
+        point = dict(self.points[i])
+        ignored = set()
+        if point.get("lambda", self.cfg.lam) == 0:
+            ignored |= {"tau", "beta"}
+        if not {"schane", "schane-detached", "hcl"} & set(self.grid_methods):
+            ignored.add("beta")  # only SupCon (or no contrastive method) is swept
+        return tuple((k, v) for k, v in point.items() if k not in ignored)
+
     def point_config(self, i: int, runs_dir: Path) -> RunConfig:
         point = self.points[i]
         kw = {PARAMS[k]: v for k, v in point.items()}
@@ -218,7 +234,8 @@ def _folders(plan: SweepPlan, root: Path, points: Sequence[int]) -> list[_Folder
     base = plan.base_config(runs)
     if base is not None:
         out.append(_Folder(None, {}, base))
-    out += [_Folder(i, plan.points[i], plan.point_config(i, runs)) for i in points]
+    # a point equivalent to an earlier one (see SweepPlan.same_as) gets that point's folder
+    out += [_Folder(i, plan.points[i], plan.point_config(plan.same_as(i), runs)) for i in points]
     return out
 
 
@@ -236,9 +253,15 @@ def _run_phase(plan: SweepPlan, folders: Sequence[_Folder], root: Path, *, phase
 
     cache: dict = {}  # one feature bank for every folder of this phase
     n = len(plan.points)
+    seen: set[Path] = set()
     for f, previous in zip(folders, _check_folders(folders)):
         what = (f"base ({', '.join(f.cfg.methods)})" if f.point is None
                 else f"point {f.point + 1}/{n}: {describe(f.values)}")
+        if f.path in seen:
+            echo(f"{phase}{what}: the same runs as point {plan.same_as(f.point) + 1} "
+                 f"(lambda = 0 or SupCon ignores the rest), not repeated")
+            continue
+        seen.add(f.path)
         if previous is not None and "finished" in previous:
             echo(f"{phase}{what}: finished earlier, kept ({f.path})")
             continue
@@ -247,8 +270,8 @@ def _run_phase(plan: SweepPlan, folders: Sequence[_Folder], root: Path, *, phase
     table = results_table(plan, folders, root)
     write_atomic(root / "results.csv", table.to_csv(index=False))
     write_atomic(root / "results.md", f"# {title}\n\n" + results_markdown(plan, table) + "\n")
-    report = build_report([f.path for f in folders], root / "report", title=title,
-                          figures=figures)
+    report = build_report(list(dict.fromkeys(f.path for f in folders)), root / "report",
+                          title=title, figures=figures)
     return table, report
 
 

@@ -275,8 +275,11 @@ def test_select_on_val_chooses_without_touching_test(tiny, tmp_path, monkeypatch
                              echo=lambda m: None, figures=False)
 
     # the choice: the argmax of val accuracy of schane over the grid, first on ties
-    val_means = [pd.read_csv(out / "val" / "runs" / sweep.point_name(p) / "summary.csv")
-                 .set_index("method").loc["schane", "mean"] for p in sweep.grid_points(grid)]
+    # (lambda=0, tau=0.5) shares the folder of (lambda=0, tau=0.1): tau cannot matter there
+    plan, points = sweep.plan_sweep(cfg, grid), sweep.grid_points(grid)
+    val_means = [pd.read_csv(out / "val" / "runs" / sweep.point_name(points[plan.same_as(i)])
+                             / "summary.csv").set_index("method").loc["schane", "mean"]
+                 for i in range(len(points))]
     assert len(set(val_means)) > 1, "the grid points should differ on val"
     best = int(np.argmax(val_means))  # argmax returns the first of equal maxima
     selection = json.loads((out / "selection.json").read_text())
@@ -289,7 +292,7 @@ def test_select_on_val_chooses_without_touching_test(tiny, tmp_path, monkeypatch
     # then only the chosen point and the base methods ran on test
     chosen = sweep.point_name(sweep.grid_points(grid)[best])
     assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(["base", chosen])
-    assert len(list((out / "val" / "runs").iterdir())) == 5
+    assert len(list((out / "val" / "runs").iterdir())) == 4  # base + 3 distinct points
     assert list(result.table["run"]) == ["runs/base", "runs/base", f"runs/{chosen}"]
     assert json.loads((out / "runs" / chosen / "run.json").read_text())["config"]["split"] == "test"
     assert f"| {best + 1}* |" in (out / "val" / "results.md").read_text()
@@ -304,3 +307,26 @@ def test_select_on_val_chooses_without_touching_test(tiny, tmp_path, monkeypatch
 def test_select_point_refuses_the_test_split(tiny, tmp_path):
     with pytest.raises(ValueError):
         sweep.select_point(tiny.config(tmp_path, tmp_path), {"lambda": (0.5,)}, tmp_path, "schane")
+
+
+def test_points_that_change_nothing_share_one_run(tiny, work):
+    """With lambda = 0 the contrastive term is off, so tau cannot matter: the second such
+    point reuses the first one's run folder (same numbers in the table) instead of
+    repeating the run."""
+    out = work / "lambda0"
+    with pytest.MonkeyPatch.context() as mp:
+        runs = Counter(mp, runner, "run")
+        result = invoke(sweep_args(tiny, work / "episodes", out, "--no-figures", "--param",
+                                   "lambda=0,0.5", "--param", "tau=0.1,0.5"), work)
+    assert result.exit_code == 0, explain(result)
+    assert "the same runs as point 1" in result.output
+    assert len(runs.calls) == 1 + 3  # base + three distinct grid points
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(
+        ["base", "lambda=0_tau=0.1", "lambda=0.5_tau=0.1", "lambda=0.5_tau=0.5"])
+    table = pd.read_csv(out / "results.csv")
+    grid = table[table["point"] != "base"].set_index("point")
+    assert list(grid.index) == ["1", "2", "3", "4"]
+    assert grid.loc["2", "run"] == grid.loc["1", "run"] == "runs/lambda=0_tau=0.1"
+    assert grid.loc["2", "tau"] == 0.5 and grid.loc["2", "mean"] == grid.loc["1", "mean"]
+    # lambda 0 is CE: the paired difference is exactly zero
+    assert grid.loc["1", "diff_vs_ce"] == 0
