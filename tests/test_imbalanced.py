@@ -223,3 +223,20 @@ def test_bench_run_bad_shots_dist(tiny, tmp_path, monkeypatch, dist, match):
     r = invoke(tiny.args(tmp_path / "eps", tmp_path / "out", "--shots-dist", dist))
     assert r.exit_code == 2, explain(r)
     assert match in r.output and "Traceback" not in r.output
+
+
+def test_bench_report_has_the_band_table(tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "run"
+    r = invoke(tiny.args(tmp_path / "eps", run_dir, "--shots-dist", "uniform:1-3",
+                         "--methods", "protonet,ce"))
+    assert r.exit_code == 0, explain(r)
+    r = invoke(["report", str(run_dir), "--out", str(tmp_path / "rep"), "--no-figures"])
+    assert r.exit_code == 0, explain(r)
+    got = pd.read_csv(tmp_path / "rep" / "class_frequency.csv")
+    want = pd.read_csv(run_dir / "bands.csv")  # the run's own summary
+    assert list(got["band"]) == list(want["band"])
+    np.testing.assert_allclose(got["mean"], want["mean"])
+    assert got["band_shots"].iloc[0] == "1-1" and (got["shots"] == "uniform:1-3").all()
+    assert "Accuracy by class frequency" in (tmp_path / "rep" / "report.md").read_text()
+    assert "class frequency" in r.output

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..errors import BenchError
 from ..fileio import write_atomic
+from .bands import band_table, band_table_view
 from .document import _html_report, _markdown_report
 from .embeddings import embedding_table, embedding_table_view
 from .figures import _figures
@@ -53,6 +54,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, formats: Seque
     acc = accuracy_table(merged)
     paired, pair_notes = paired_results(merged, pairs)
     emb, pca = embedding_table(merged)
+    bands = band_table(merged)
     notes = merged.notes + pair_notes
     if any(r.embeddings for r in runs) and not all(r.embeddings for r in runs):
         missing = [r.name for r in runs if r.embeddings is None]
@@ -69,6 +71,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, formats: Seque
     main_t = main_table_view(merged, acc)
     paired_t = paired_table_view(merged, paired)
     emb_t = embedding_table_view(merged, emb) if len(emb) else None
+    bands_t = band_table_view(merged, bands) if len(bands) else None
     runs_t = runs_table_view(merged)
     title = title or _default_title(merged)
 
@@ -87,6 +90,8 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, formats: Seque
     tables = {"main_table": main_t, "paired_table": paired_t}
     if emb_t is not None:
         tables["embedding_quality"] = emb_t
+    if bands_t is not None:
+        tables["class_frequency"] = bands_t
     if "md" in formats:
         for name, t in tables.items():
             write(f"{name}.md", t.markdown())
@@ -96,6 +101,8 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, formats: Seque
         write("paired_table.csv", paired.to_csv(index=False))
         if len(emb):
             write("embedding_quality.csv", emb.to_csv(index=False))
+        if len(bands):
+            write("class_frequency.csv", bands.to_csv(index=False))
         ep = merged.rows.drop(columns=["loss_curve"]).merge(
             merged.settings[[k for k, _ in merged.shown]], left_on="setting_id", right_index=True)
         write("episodes.csv", ep.to_csv(index=False))
@@ -111,6 +118,8 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, formats: Seque
         text += [paired_t.text()]
     if emb_t is not None:
         text += [emb_t.text()]
+    if bands_t is not None:
+        text += [bands_t.text()]
     if any(main_t.bold):
         text += ["* best of its row, with a 95% interval that overlaps no other method's.", ""]
     text += [f"note: {n}" for n in notes]

@@ -26,6 +26,10 @@ _SECTIONS = (
     ("paired", "Paired comparisons", "paired_table",
      "Per-episode differences b - a on the same episodes (percentage points): mean +- 95% CI, "
      "paired t-test and Wilcoxon signed-rank p-values, episodes won / tied / lost by b."),
+    ("bands", "Accuracy by class frequency", "class_frequency",
+     "Imbalanced episodes (--shots-dist): per episode, the mean accuracy of the queries of the "
+     "classes whose number of support images falls in the band; mean +- 95% CI over the "
+     "episodes that have such a class."),
     ("loss", "Fine-tuning loss", None, ""),
     ("hyper", "Hyperparameters", None, ""),
     ("embeddings", "Embedding quality", "embedding_quality", _SCORE_DEFINITIONS),
