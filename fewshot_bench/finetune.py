@@ -152,7 +152,7 @@ class EpisodeFinetuner:
         return F.normalize(protos, dim=-1)
 
     def protonet(self, support: Tensor, query: Tensor, support_mask: Tensor | None = None,
-                 *, per_class: bool = False):
+                 *, per_class: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Nearest class mean of the frozen pretrained embeddings (cosine): no training.
         Accuracy per episode [G] (with `per_class`: also per class, [G, N])."""
         protos = self.prototypes(support, support_mask)

@@ -74,7 +74,8 @@ def _prototypes(net: nn.Module, images_views: Tensor, support_rows: Tensor, labe
     return F.normalize(torch.stack([z[labels == c].mean(0) for c in range(ways)]), dim=-1)
 
 
-def _real_support(support_rows, ways: int, shots: int, support_mask) -> tuple[Tensor, Tensor, Tensor]:
+def _real_support(support_rows, ways: int, shots: int,
+                  support_mask: np.ndarray | Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """(slots, rows, labels) of the real support images: an imbalanced episode's padding
     slots are simply dropped here, which is what the engine's masks must reproduce."""
     rows = torch.as_tensor(np.asarray(support_rows), dtype=torch.long)
@@ -86,7 +87,8 @@ def _real_support(support_rows, ways: int, shots: int, support_mask) -> tuple[Te
 
 def reference_protonet_episode(model: nn.Module, images_views: Tensor, support_rows,
                                query_rows, ways: int, shots: int,
-                               device: torch.device | str = "cpu", support_mask=None) -> float:
+                               device: torch.device | str = "cpu",
+                               support_mask: np.ndarray | Tensor | None = None) -> float:
     """Cosine nearest-class-mean accuracy of the pretrained embeddings (clean views)."""
     net = model.eval().to(device)
     _, support_rows, labels = _real_support(support_rows, ways, shots, support_mask)
@@ -112,7 +114,7 @@ def reference_finetune_episode(
     ways: int,
     shots: int,
     device: torch.device | str = "cpu",
-    support_mask=None,
+    support_mask: np.ndarray | Tensor | None = None,
 ) -> dict:
     """Fine-tune a fresh copy of `model` on one episode; return accuracy and losses.
 
@@ -175,7 +177,7 @@ def reference_finetune_episode(
 def reference_linear_probe_episode(model: nn.Module, images_views: Tensor, support_rows,
                                    query_rows, episode: int, seed: int, cfg: FinetuneConfig,
                                    ways: int, shots: int, device: torch.device | str = "cpu",
-                                   support_mask=None) -> dict:
+                                   support_mask: np.ndarray | Tensor | None = None) -> dict:
     """A zero-initialised `nn.Linear` (no bias) trained with CE on the frozen network's embeddings of
     the same augmented support views (same `view_schedule`), then scored on the clean
     queries: the textbook linear probe, one episode at a time."""
