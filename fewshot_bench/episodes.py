@@ -225,16 +225,20 @@ def _check_data(labels: np.ndarray, spec: EpisodeSpec) -> tuple[np.ndarray, np.n
         smallest = int(counts.min())
         listed = ", ".join(f"{int(c)} ({int(m)} images)" for c, m in zip(class_ids[short][:10], counts[short][:10]))
         more = f" and {int(short.sum()) - 10} more" if short.sum() > 10 else ""
+        shots = (f"--shots-dist {spec.shots_dist} (up to {spec.shots} shots)" if spec.shots_dist
+                 else f"--shots {spec.shots}")
         if smallest - spec.queries >= 1:
-            fix = f"With --queries {spec.queries} the largest possible --shots is {smallest - spec.queries}."
+            most = smallest - spec.queries
+            fix = (f"With --queries {spec.queries} the largest possible "
+                   + (f"HI of --shots-dist is {most}." if spec.shots_dist else f"--shots is {most}."))
         elif smallest - spec.shots >= 1:
-            fix = f"With --shots {spec.shots} use --queries {smallest - spec.shots} or fewer."
+            fix = f"With {shots} use --queries {smallest - spec.shots} or fewer."
         elif smallest >= 2:
             fix = f"Lower both, e.g. --shots 1 --queries {smallest - 1}."
         else:
             fix = "A class with a single image cannot give both a support and a query image; fix the split."
         raise BenchError(
-            f"--shots {spec.shots} + --queries {spec.queries} = {need} distinct images per class, but the smallest "
+            f"{shots} + --queries {spec.queries} = {need} distinct images per class, but the smallest "
             f"of the {n_classes} classes of {where} has only {smallest}. Classes with fewer than {need} images: "
             f"{listed}{more}. {fix}"
         )

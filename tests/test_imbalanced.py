@@ -217,7 +217,7 @@ def test_bench_run_with_shots_dist(tiny, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("dist,match", [("uniform:1-x", "not understood"),
-                                        ("uniform:1-40", "distinct images per class")])
+                                        ("uniform:1-40", "largest possible HI of --shots-dist")])
 def test_bench_run_bad_shots_dist(tiny, tmp_path, monkeypatch, dist, match):
     monkeypatch.chdir(tmp_path)
     r = invoke(tiny.args(tmp_path / "eps", tmp_path / "out", "--shots-dist", dist))
