@@ -287,26 +287,25 @@ def _band_rows(band_df: pd.DataFrame) -> tuple[list[str], list[list[str]], str]:
     return headers, rows, "l" + "r" * len(bands)
 
 
+def _summary(render, method_df: pd.DataFrame, paired_df: pd.DataFrame | None,
+             band_df: pd.DataFrame | None) -> str:
+    parts = [render(*_method_rows(method_df))]
+    if paired_df is not None and len(paired_df):
+        parts.append(render(*_paired_rows(paired_df)))
+    if band_df is not None and len(band_df):
+        parts.append(render(*_band_rows(band_df)))
+    note = _footnote(method_df)
+    return "\n\n".join(parts) + (f"\n\n{note}" if note else "") + "\n"
+
+
 def format_summary(method_df: pd.DataFrame, paired_df: pd.DataFrame | None = None,
                    band_df: pd.DataFrame | None = None) -> str:
     """Plain-text tables for the terminal: per-method accuracy, then paired comparisons
     (and, for imbalanced episodes, accuracy per class-frequency band)."""
-    parts = [_text_table(*_method_rows(method_df))]
-    if paired_df is not None and len(paired_df):
-        parts.append(_text_table(*_paired_rows(paired_df)))
-    if band_df is not None and len(band_df):
-        parts.append(_text_table(*_band_rows(band_df)))
-    note = _footnote(method_df)
-    return "\n\n".join(parts) + (f"\n\n{note}" if note else "") + "\n"
+    return _summary(_text_table, method_df, paired_df, band_df)
 
 
 def summary_markdown(method_df: pd.DataFrame, paired_df: pd.DataFrame | None = None,
                      band_df: pd.DataFrame | None = None) -> str:
     """The same tables as `format_summary`, as GitHub Markdown (no `tabulate` needed)."""
-    parts = [_md_table(*_method_rows(method_df))]
-    if paired_df is not None and len(paired_df):
-        parts.append(_md_table(*_paired_rows(paired_df)))
-    if band_df is not None and len(band_df):
-        parts.append(_md_table(*_band_rows(band_df)))
-    note = _footnote(method_df)
-    return "\n\n".join(parts) + (f"\n\n{note}" if note else "") + "\n"
+    return _summary(_md_table, method_df, paired_df, band_df)

@@ -108,6 +108,7 @@ class EpisodeFinetuner:
         self.frozen = {n: p.detach() for n, p in named.items() if n not in self.params0}
         self.frozen.update({n: b for n, b in self.upper.named_buffers()})
         self.support_labels = torch.arange(ways, device=self.device).repeat_interleave(shots)
+        self._view_z: Tensor | None = None  # pretrained embeddings of every bank view, lazily
         with torch.no_grad():
             # pretrained embeddings of every clean image: ProtoNet and head initialisation
             self.clean_embeddings = torch.cat([
@@ -201,9 +202,7 @@ class EpisodeFinetuner:
         head = self.prototypes(support, support_mask).clone().requires_grad_()
         opt = _make_optimizer([*params.values(), head], cfg)
         a = self.bank.shape[1]
-        schedule = torch.from_numpy(np.stack([
-            view_schedule(seed, int(e), cfg.steps, nk, cfg.views, a) for e in episode_ids
-        ])).to(dev)  # [G, steps, NK, V]
+        schedule = self._schedule(episode_ids, seed, cfg, nk)
         labels = self.support_labels.repeat_interleave(cfg.views).expand(g, -1)
         instances = torch.arange(nk, device=dev).repeat_interleave(cfg.views).expand(g, -1)
         rows = support.unsqueeze(-1).expand(g, nk, cfg.views)
@@ -240,30 +239,46 @@ class EpisodeFinetuner:
             loss_after = batch_loss(0)
             zq = self._query_embeddings(params, query)
             pred = torch.einsum("gqd,gnd->gqn", zq, F.normalize(head, dim=-1)).argmax(-1)
-        acc = self._accuracy(pred, query.shape[1])
         failed |= ~torch.isfinite(loss_after)
+        return self._results(pred, query.shape[1], failed, "non-finite loss during fine-tuning",
+                             loss_before, loss_after, curve, t0,
+                             zq if keep_embeddings else None)
+
+    # -- shared by the trained methods ------------------------------------------------
+    def _schedule(self, episode_ids: np.ndarray, seed: int, cfg: FinetuneConfig,
+                  n_images: int) -> Tensor:
+        """[G, steps, NK, V]: the bank view each support image shows at each step."""
+        return torch.from_numpy(np.stack([
+            view_schedule(seed, int(e), cfg.steps, n_images, cfg.views, self.bank.shape[1])
+            for e in episode_ids])).to(self.device)
+
+    def _results(self, pred: Tensor, n_query: int, failed: Tensor, why: str, loss_before: Tensor,
+                 loss_after: Tensor, curve: list[Tensor], t0: float,
+                 query_embeddings: Tensor | None) -> EpisodeResults:
+        """Per-episode results of a group; failed episodes get NaN accuracies and `why`."""
         failed_np = failed.cpu().numpy()
+        acc, class_acc = self._accuracy(pred, n_query), self._class_accuracy(pred)
         acc[failed_np] = np.nan
-        reason = ["non-finite loss during fine-tuning" if f else "" for f in failed_np]
-        curve_np = (torch.stack(curve, 1).cpu().numpy().astype(np.float64) if curve
-                    else np.zeros((g, 0)))
-        class_acc = self._class_accuracy(pred)
         class_acc[failed_np] = np.nan
+        curve_np = (torch.stack(curve, 1).cpu().numpy().astype(np.float64) if curve
+                    else np.zeros((len(failed_np), 0)))
         return EpisodeResults(acc, loss_before.cpu().numpy().astype(np.float64),
-                              loss_after.cpu().numpy().astype(np.float64), failed_np, reason,
-                              time.perf_counter() - t0, curve_np,
-                              zq.cpu().numpy() if keep_embeddings else None, class_acc)
+                              loss_after.cpu().numpy().astype(np.float64), failed_np,
+                              [why if f else "" for f in failed_np], time.perf_counter() - t0,
+                              curve_np,
+                              None if query_embeddings is None else query_embeddings.cpu().numpy(),
+                              class_acc)
 
     # -- linear probe ---------------------------------------------------------------
     def _view_embeddings(self) -> Tensor:
         """Pretrained embeddings of every bank view, [M, A, D], computed once on first use
         in fixed chunks of bank rows (so a row's value never depends on the grouping)."""
-        if getattr(self, "_view_z", None) is None:
+        if self._view_z is None:
+            chunks = [self.bank[i:i + 32] for i in range(0, len(self.bank), 32)]
             with torch.no_grad():
                 self._view_z = torch.cat([
-                    F.normalize(self._forward_shared(self.bank[i:i + 32].flatten(0, 1)), dim=-1)
-                    .view(len(self.bank[i:i + 32]), self.bank.shape[1], -1)
-                    for i in range(0, len(self.bank), 32)])
+                    F.normalize(self._forward_shared(c.flatten(0, 1)), dim=-1).view(*c.shape[:2], -1)
+                    for c in chunks])
         return self._view_z
 
     def linear_probe(self, support: Tensor, query: Tensor, episode_ids: np.ndarray, seed: int,
@@ -283,10 +298,7 @@ class EpisodeFinetuner:
         view_z = self._view_embeddings()
         weight = torch.zeros(g, self.ways, view_z.shape[-1], device=dev, requires_grad=True)
         opt = _make_optimizer([weight], cfg)
-        a = self.bank.shape[1]
-        schedule = torch.from_numpy(np.stack([
-            view_schedule(seed, int(e), cfg.steps, nk, cfg.views, a) for e in episode_ids
-        ])).to(dev)  # [G, steps, NK, V]: the fine-tuning methods' schedule
+        schedule = self._schedule(episode_ids, seed, cfg, nk)  # the fine-tuning methods' one
         labels = self.support_labels.repeat_interleave(cfg.views).expand(g, -1)
         rows = support.unsqueeze(-1).expand(g, nk, cfg.views)
         w = (torch.ones(g, nk * cfg.views, device=dev) if support_mask is None
@@ -311,14 +323,5 @@ class EpisodeFinetuner:
             loss_after = batch_loss(0)
             zq = self.clean_embeddings[query]
             pred = torch.einsum("gqd,gnd->gqn", zq, weight).argmax(-1)
-        acc, class_acc = self._accuracy(pred, query.shape[1]), self._class_accuracy(pred)
-        failed = ~torch.isfinite(loss_after).cpu().numpy()
-        acc[failed] = np.nan
-        class_acc[failed] = np.nan
-        curve_np = (torch.stack(curve, 1).cpu().numpy().astype(np.float64) if curve
-                    else np.zeros((g, 0)))
-        return EpisodeResults(acc, loss_before.cpu().numpy().astype(np.float64),
-                              loss_after.cpu().numpy().astype(np.float64), failed,
-                              ["non-finite loss" if f else "" for f in failed],
-                              time.perf_counter() - t0, curve_np,
-                              zq.cpu().numpy() if keep_embeddings else None, class_acc)
+        return self._results(pred, query.shape[1], ~torch.isfinite(loss_after), "non-finite loss",
+                             loss_before, loss_after, curve, t0, zq if keep_embeddings else None)

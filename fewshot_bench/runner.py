@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from . import analysis, distributed
 from .backbones import backbone_data_config, create_backbone
 from .bank import build_bank
-from .config import CONTRASTIVE, CONTRASTIVE_TERM, RunConfig
+from .config import CONTRASTIVE, CONTRASTIVE_TERM, FROZEN_BACKBONE, RunConfig
 from .data import create_dataset
 from .episodes import EpisodeSpec, get_or_create_episodes
 from .errors import BenchError, RunFailed
@@ -296,14 +296,15 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
                                                 data_cfg, image_size, device, progress)
         bank_seconds = time.perf_counter() - t_bank
         batch = episode_batch_size(cfg, engine.bank)
+        mask = _support_mask(episodes, device)
         log = RowLog(out / ROWS)
         try:
             done += _run_pending(cfg, engine, support, query, pending, batch, log, progress,
-                                 _support_mask(episodes, device), episodes.shots)
+                                 mask, episodes.shots)
         finally:
             log.close()
         if need_embeddings:
-            _save_embeddings(cfg, engine, support, query, episodes, out / "embeddings.npz")
+            _save_embeddings(cfg, engine, support, query, mask, episodes, out / "embeddings.npz")
 
     order = {m: i for i, m in enumerate(cfg.methods)}
     rows = sorted(done, key=lambda r: (r["episode"], order[r["method"]]))
@@ -463,7 +464,7 @@ def _run_window(cfg, engine, support, query, pending, ids, mask=None,
             new = [_row(e, method, r.accuracy[i], r.loss_before[i], r.loss_after[i], sec,
                         r.reason[i], r.loss_curve[i]) for i, e in enumerate(ids)]
         if class_shots is not None:
-            for row, i in zip(new, range(len(ids))):
+            for i, row in enumerate(new):
                 row["class_shots"] = class_shots[ids[i]].tolist()
                 row["class_accuracy"] = (None if row["status"] == "failed"
                                          else [round(float(a), 6) for a in class_acc[i]])
@@ -471,24 +472,20 @@ def _run_window(cfg, engine, support, query, pending, ids, mask=None,
     return group_rows
 
 
-def _save_embeddings(cfg, engine, support, query, episodes, path: Path) -> None:
+def _save_embeddings(cfg, engine, support, query, mask, episodes, path: Path) -> None:
     """Query embeddings of the first `cfg.embeddings` episodes, per method (protonet: the
     pretrained ones): arrays `z_<method>` float16 [E, N*Q, D], `episodes` [E],
     `query_labels` [N*Q]. A separate pass (results do not depend on grouping), so resumed
     runs get them too."""
     ids = np.arange(min(cfg.embeddings, len(episodes)))
-    s, q = support[ids], query[ids]
+    s, q, m = support[ids], query[ids], None if mask is None else mask[ids]
     arrays = {}
     for method in cfg.methods:
-        if method == "protonet":
-            z = engine.query_embeddings(q)
-        elif method == "linear-probe":  # the backbone is not trained: pretrained embeddings
+        if method in FROZEN_BACKBONE:  # protonet, linear-probe: the pretrained embeddings
             z = engine.query_embeddings(q)
         else:
-            m = _support_mask(episodes, engine.device)
             z = engine.finetune(s, q, ids, cfg.seed, method_config(cfg, method),
-                                support_mask=None if m is None else m[ids],
-                                keep_embeddings=True).query_embeddings
+                                support_mask=m, keep_embeddings=True).query_embeddings
         arrays[f"z_{method}"] = z.astype(np.float16)
     with atomic_open(path, "wb") as f:
         np.savez_compressed(f, episodes=ids, query_labels=episodes.query_labels, **arrays)
