@@ -32,12 +32,12 @@ import numpy as np
 import torch
 
 from fewshot_bench.backbones import backbone_data_config, create_backbone
-from fewshot_bench.bank import build_bank
+from fewshot_bench.bank import build_bank, normalised_views
 from fewshot_bench.config import TUNE_MODES, RunConfig
 from fewshot_bench.data import create_dataset
 from fewshot_bench.episodes import EpisodeSpec, get_or_create_episodes
 from fewshot_bench.finetune import EpisodeFinetuner
-from fewshot_bench.reference import build_image_bank, reference_finetune_episode
+from fewshot_bench.reference import reference_finetune_episode
 from fewshot_bench.runner import episode_batch_size, method_config, resolve_device
 from fewshot_bench.split import split_backbone
 
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         ids = np.unique(np.concatenate([episodes.support[e], episodes.query[e]]))
         local = {int(i): k for k, i in enumerate(ids)}
-        x = build_image_bank(data.images, ids, **bank_kw).to(device)
+        x = normalised_views(data.images, ids, **bank_kw).to(device)
         s_rows = [local[int(i)] for i in episodes.support[e]]
         q_rows = [local[int(i)] for i in episodes.query[e]]
         prep_seconds += time.perf_counter() - t

@@ -1,0 +1,26 @@
+"""The speed benchmark still runs (it imports the engine and the reference loop, which
+refactors can break without any other test noticing) and its two paths agree."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_speed_benchmark_runs_and_agrees(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--episodes", "2",
+         "--reference-episodes", "1", "--steps", "2", "--image-size", "32",
+         "--episodes-dir", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    m = re.fullmatch(r"speedup=([0-9.]+) max_acc_diff=([0-9.e-]+)", last)
+    assert m, last
+    assert float(m.group(1)) > 0 and float(m.group(2)) == 0
