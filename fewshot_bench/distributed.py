@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import socket
 
 import torch
 import torch.distributed as dist
@@ -82,6 +83,20 @@ def all_gather(obj) -> list:
     out = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def describe(device: torch.device) -> dict | None:
+    """World size, backend and every rank's host, device and torch threads, for run.json
+    (a collective: every rank calls it); None in one process."""
+    if not active():
+        return None
+    me = {"rank": rank(), "host": socket.gethostname(),
+          "local_rank": int(os.environ.get("LOCAL_RANK", 0)),
+          "device": str(device), "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        me["device"] = f"cuda:{torch.cuda.current_device()}"
+        me["cuda"] = torch.cuda.get_device_name()
+    return {"world_size": world_size(), "backend": dist.get_backend(), "ranks": all_gather(me)}
 
 
 def shard(n_windows: int) -> list[int | None]:

@@ -8,6 +8,7 @@ import importlib.metadata
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from .backbones import backbone_data_config, create_backbone
 from .bank import build_bank
 from .config import CONTRASTIVE, CONTRASTIVE_TERM, FROZEN_BACKBONE, RunConfig
 from .data import create_dataset
-from .episodes import EpisodeSpec, get_or_create_episodes
+from .episodes import EpisodeSet, EpisodeSpec, get_or_create_episodes
 from .errors import BenchError, RunFailed
 from .fileio import atomic_open, write_atomic
 from .results import (ROWS, RowLog, check_output_dir, create_output_dir, read_rows,
@@ -159,6 +160,13 @@ def summarise(rows: pd.DataFrame, methods: tuple[str, ...]) -> tuple[pd.DataFram
     return method_table, paired
 
 
+def _previous_episode_batch(previous: dict | None) -> int | None:
+    """The episode group of a stopped run (older run.json files have it under timing)."""
+    if previous is None:
+        return None
+    return previous.get("episode_batch") or (previous.get("timing") or {}).get("episode_batch")
+
+
 def _make_record(cfg, out, spec, episodes, episode_file, data, image_size, model, data_cfg,
                  split, device) -> dict:
     return {
@@ -220,7 +228,7 @@ class _Inputs:
     data: object
     spec: EpisodeSpec
     episodes: object
-    episode_file: Path
+    episode_file: Path | None  # None on ranks other than 0: rank 0 sent the episodes
     created: bool
     model: torch.nn.Module
     data_cfg: dict
@@ -228,22 +236,54 @@ class _Inputs:
     split: object
 
 
-def _read_inputs(cfg: RunConfig) -> _Inputs:
+def _read_inputs(cfg: RunConfig, episodes: EpisodeSet | None = None) -> _Inputs:
+    """Rank 0 (and one process) loads or samples the stored episodes; the other ranks get
+    rank 0's `episodes` and only check that their own copy of the data is the same."""
     data = create_dataset(cfg.dataset, cfg.split, cfg.data_root)
     spec = EpisodeSpec(cfg.dataset, cfg.split, cfg.ways, cfg.shots, cfg.queries, cfg.episodes,
                        cfg.seed, cfg.shots_dist)
-    try:
-        episodes, episode_file, created = get_or_create_episodes(
-            data.labels, spec, data.fingerprint(), cfg.episodes_dir)
-    except BenchError as exc:  # say which files the too-small split came from
-        source = data.meta.get("source")
-        raise BenchError(f"{exc} (data set {cfg.dataset} read from {source})" if source
-                         else str(exc)) from exc
+    source = data.meta.get("source")
+    if episodes is not None:
+        _check_same_data(cfg, data, episodes)
+        episode_file, created = None, False
+    else:
+        try:
+            episodes, episode_file, created = get_or_create_episodes(
+                data.labels, spec, data.fingerprint(), cfg.episodes_dir)
+        except BenchError as exc:  # say which files the too-small split came from
+            raise BenchError(f"{exc} (data set {cfg.dataset} read from {source})" if source
+                             else str(exc)) from exc
     model = create_backbone(cfg.backbone, weights=cfg.weights)
     data_cfg = backbone_data_config(model)
     image_size = cfg.image_size or data.meta.get("image_size") or data_cfg["input_size"][-1]
     return _Inputs(data, spec, episodes, episode_file, created, model, data_cfg, image_size,
                    split_backbone(model, cfg.tune))
+
+
+def _check_same_data(cfg: RunConfig, data, episodes: EpisodeSet) -> None:
+    """On a rank other than 0 (possibly another machine): the data set must be the one
+    rank 0 made or loaded the episodes for, or the ranks would score different images."""
+    where = f"rank {distributed.rank()} on {socket.gethostname()}"
+    read_from = f" read from {data.meta['source']}" if data.meta.get("source") else ""
+    if data.fingerprint() != episodes.data_fingerprint:
+        raise BenchError(
+            f"{where}: the data set {cfg.dataset}/{cfg.split}{read_from} differs from rank 0's "
+            f"(data fingerprint {data.fingerprint()} here, {episodes.data_fingerprint} on rank "
+            "0), so the ranks would fine-tune on different images. Give every machine the same "
+            "copy of the data (the same files under --data-root), then rerun.")
+    try:
+        episodes.check_against_labels(data.labels)
+    except BenchError as exc:
+        raise BenchError(f"{where}: {exc}") from exc
+
+
+def agreed_episode_batch(cfg: RunConfig, bank: torch.Tensor, fixed: int | None = None) -> int:
+    """The episode group of this run, the same on every rank (the windows are sharded, so
+    they must agree): `fixed` when given (--episode-batch, or the group of the stopped run
+    being resumed, which keeps its windows and so its results bit for bit), else the
+    smallest of the ranks' own choices, which fits on each (a GPU's share of free memory
+    differs between ranks and between moments). A collective under torchrun."""
+    return min(distributed.all_gather(fixed or episode_batch_size(cfg, bank)))
 
 
 def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
@@ -279,30 +319,37 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
         pending = {m: np.array([e for e in range(n) if (e, m) not in done_keys], dtype=np.int64)
                    for m in cfg.methods}
         todo = sum(len(v) for v in pending.values())
+        fixed_batch = cfg.episode_batch or _previous_episode_batch(previous)
     except BaseException as exc:  # under torchrun, let the other ranks stop at once, quietly
         distributed.broadcast({"error": str(exc) or type(exc).__name__})
         raise
-    distributed.broadcast({"pending": pending, "episodes": episodes.content_hash})
+    # the other ranks (maybe on other machines) get the episodes themselves: they need the
+    # data set, not the episode file
+    distributed.broadcast({"pending": pending, "episodes": episodes, "batch": fixed_batch})
+    record["distributed"] = distributed.describe(device)
     echo(f"{n} episodes ({spec.key}) from {episode_file}{' (new)' if created else ''}; "
          f"results in {out}" + (f"; resuming: {len(done)} results kept, {todo} to go"
                                 if previous is not None else ""))
     write_record(out, record)
 
-    bank_seconds, batch = 0.0, None
+    bank_seconds, batch = 0.0, fixed_batch
     need_embeddings = cfg.embeddings > 0 and not (out / "embeddings.npz").exists()
     if todo or need_embeddings:
         t_bank = time.perf_counter()
         engine, support, query = _cached_engine(engine_cache, cfg, data, episodes, split,
                                                 data_cfg, image_size, device, progress)
         bank_seconds = time.perf_counter() - t_bank
-        batch = episode_batch_size(cfg, engine.bank)
         mask = _support_mask(episodes, device)
-        log = RowLog(out / ROWS)
-        try:
-            done += _run_pending(cfg, engine, support, query, pending, batch, log, progress,
-                                 mask, episodes.shots)
-        finally:
-            log.close()
+        if todo:  # the other ranks take part only then (they know `pending` too)
+            batch = agreed_episode_batch(cfg, engine.bank, fixed_batch)
+            record["episode_batch"] = batch  # a resume keeps these windows
+            write_record(out, record)
+            log = RowLog(out / ROWS)
+            try:
+                done += _run_pending(cfg, engine, support, query, pending, batch, log,
+                                     progress, mask, episodes.shots)
+            finally:
+                log.close()
         if need_embeddings:
             _save_embeddings(cfg, engine, support, query, mask, episodes, out / "embeddings.npz")
 
@@ -342,18 +389,16 @@ def _run_other_rank(cfg: RunConfig, device: torch.device) -> RunResult:
     if "error" in shared:
         raise BenchError(f"rank {distributed.rank()} stopped because rank 0 did: "
                          f"{shared['error']}")
-    inputs = _read_inputs(cfg)
-    episodes, pending = inputs.episodes, shared["pending"]
-    if episodes.content_hash != shared["episodes"]:  # another machine, other files
-        raise BenchError(f"rank {distributed.rank()}: the episode file {inputs.episode_file} "
-                         "differs from rank 0's. Share --episodes-dir between machines.")
+    distributed.describe(device)
+    episodes, pending = shared["episodes"], shared["pending"]
+    inputs = _read_inputs(cfg, episodes)
     if any(len(v) for v in pending.values()):
         engine, support, query = _build_engine(cfg, inputs.data, episodes, inputs.split,
                                                inputs.data_cfg, inputs.image_size, device,
                                                progress=False)
         try:
             _run_pending(cfg, engine, support, query, pending,
-                         episode_batch_size(cfg, engine.bank), None, False,
+                         agreed_episode_batch(cfg, engine.bank, shared["batch"]), None, False,
                          _support_mask(episodes, device), episodes.shots)
         except RunFailed:
             pass  # --fail-fast: rank 0 stops alike and reports it

@@ -114,6 +114,25 @@ def test_resume_after_losing_results_equals_uninterrupted_run(tmp_path, tiny):
     assert _rows_without_time(cut / "episodes.jsonl") == _rows_without_time(full / "episodes.jsonl")
 
 
+def test_resume_keeps_the_episode_groups_of_the_stopped_run(tmp_path, tiny, monkeypatch):
+    """Without --episode-batch the group comes from free memory, which can differ when the
+    run resumes (a GPU's free memory does); the resume keeps the stopped run's windows."""
+    eps = tmp_path / "eps"
+    monkeypatch.setattr(runner_module, "episode_batch_size", lambda cfg, bank: 2)
+    full = runner_module.run(tiny.config(eps, tmp_path / "full", episodes=6), progress=False,
+                             echo=lambda m: None)
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "run.json").write_text((full.out_dir / "run.json").read_text())
+    lines = (full.out_dir / "episodes.jsonl").read_text().splitlines(keepends=True)
+    (cut / "episodes.jsonl").write_text("".join(lines[:7]))
+    monkeypatch.setattr(runner_module, "episode_batch_size", lambda cfg, bank: 4)  # now
+    runner_module.run(tiny.config(eps, cut, episodes=6), progress=False, echo=lambda m: None)
+    assert json.loads((cut / "run.json").read_text())["episode_batch"] == 2
+    assert _rows_without_time(cut / "episodes.jsonl") == _rows_without_time(
+        full.out_dir / "episodes.jsonl")
+
+
 def test_resume_into_a_run_of_other_settings_is_refused_and_leaves_it_alone(tmp_path, tiny):
     eps, out = tmp_path / "eps", tmp_path / "run"
     assert _invoke(tiny.args(eps, out)).exit_code == 0
