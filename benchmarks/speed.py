@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fewshot_bench import fused
 from fewshot_bench.backbones import backbone_data_config, create_backbone
 from fewshot_bench.bank import build_bank, normalised_views
 from fewshot_bench.config import TUNE_MODES, RunConfig
@@ -66,9 +67,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads [default: torch's own choice]")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=d.compile,
+                   help="the engine's compiled --tune norm step, as bench run's --compile "
+                        "(its compile time counts in the engine's time)")
     p.add_argument("--episodes-dir", default=str(ROOT / d.episodes_dir),
                    help="stored episodes (sampled and stored there if missing)")
     return p.parse_args(argv)
+
+
+def _step_kind(cfg: RunConfig, engine: EpisodeFinetuner) -> str:
+    if engine.compiled_step:
+        return "compiled, its compile time included"
+    if cfg.compile and fused.compile_error():
+        return f"eager: compiling failed ({fused.compile_error()})"
+    return "eager" + ("" if cfg.compile else ", --no-compile")
 
 
 def main(argv=None) -> int:
@@ -76,6 +88,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = RunConfig(shots=args.shots, tune=args.tune, steps=args.steps, lr=args.lr,
+                    compile=args.compile,
                     image_size=args.image_size,
                     methods=tuple(m for m in args.methods.split(",") if m), device=args.device)
     cfg.validate()
@@ -117,7 +130,7 @@ def main(argv=None) -> int:
     bank = build_bank(split.lower, data.images, used, device=device, autocast_dtype=autocast,
                       progress=False, **bank_kw)
     engine = EpisodeFinetuner(split, bank, ways=cfg.ways, shots=cfg.shots, device=device,
-                              autocast_dtype=autocast)
+                              autocast_dtype=autocast, compile=cfg.compile)
     bank_seconds = time.perf_counter() - t0
     rss_bank = peak_rss_mib()
     support = torch.from_numpy(row_of[episodes.support]).to(device)
@@ -141,6 +154,7 @@ def main(argv=None) -> int:
     engine_eps = n * len(methods) / engine_seconds
     bank_per_image = bank_seconds / len(used)
     bank_mib = bank.numel() * 4 / 2**20
+    step_kind = _step_kind(cfg, engine)
     del engine, bank
 
     # -- (a) the reference loop on the first n_ref episodes --------------------------------
@@ -185,7 +199,8 @@ def main(argv=None) -> int:
     print(f"reference loop : {n_ref} episodes x {len(methods)} methods in {ref_seconds:8.1f} s "
           f"= {ref_eps:8.3f} episodes/s  (+{prep_seconds:.1f} s building its augmented images)")
     print(f"engine         : {n} episodes x {len(methods)} methods in {engine_seconds:8.1f} s "
-          f"= {engine_eps:8.3f} episodes/s  (episode groups of {batch})")
+          f"= {engine_eps:8.3f} episodes/s  (episode groups of {batch}; training step "
+          f"{step_kind})")
     print(f"engine bank    : {bank_seconds:.1f} s for {len(used)} images x {cfg.bank_views} views "
           f"({1000 * bank_per_image:.1f} ms/image, clean embeddings included)")
     print(f"speedup        : {engine_eps / ref_eps:.1f}x episodes/s (training only, bank aside)")

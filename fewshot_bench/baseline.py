@@ -47,8 +47,8 @@ FORMAT = "fewshot-bench-baseline/1"
 # The protocol: a run that differs here measures something else, and is refused.
 MUST_MATCH = ("dataset", "split", "ways", "shots", "queries")
 # Where things are and what extra is saved: never results, never reported.
-IGNORED = {"data_root", "episodes_dir", "out", "episode_batch", "embeddings", "fail_fast",
-           "methods"}
+IGNORED = {"data_root", "episodes_dir", "out", "episode_batch", "compile", "embeddings",
+           "fail_fast", "methods"}
 # Rounding differences restores exact ties broken by float subtraction (as in analysis).
 _DECIMALS = 12
 

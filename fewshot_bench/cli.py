@@ -97,6 +97,10 @@ def main(ctx: click.Context, debug: bool) -> None:
               help="Where episode files are stored and reused.")
 @click.option("--episode-batch", type=int, default=None,
               help="Episodes fine-tuned together [default: from memory]; never changes results.")
+@click.option("--compile/--no-compile", default=_DEFAULTS.compile, show_default=True,
+              help="torch.compile the --tune norm training step where the run is large enough "
+                   "to repay it (a few seconds per shape; the same results to float precision; "
+                   "eager with a warning if compiling fails).")
 @click.option("--embeddings", type=int, default=0, show_default=True,
               help="Save query embeddings of the first this-many episodes (for bench report).")
 @click.option("--out", default=None, help="Results folder [default: results/<run-id>].")

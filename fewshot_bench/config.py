@@ -58,6 +58,7 @@ class RunConfig:
     episodes_dir: str = "episodes"
     out: str | None = None
     episode_batch: int | None = None  # None: chosen from memory; never changes results
+    compile: bool = True  # torch.compile the --tune norm step where it pays (fused.py)
     embeddings: int = 0  # save query embeddings of the first this-many episodes
     fail_fast: bool = False  # stop at the first failed episode instead of recording it
 

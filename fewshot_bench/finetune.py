@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, vmap
 
+from . import fused
 from .losses import combined_loss
 from .runtime import keep_freed_memory
 from .split import BackboneSplit
@@ -94,8 +95,13 @@ class EpisodeFinetuner:
     """
 
     def __init__(self, split: BackboneSplit, bank: Tensor, *, ways: int, shots: int,
-                 device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None):
+                 device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None,
+                 compile: bool = True):
         keep_freed_memory()
+        # torch.compile the training step where the trained part has a fused kernel and the
+        # step is large enough to repay it (fused.py); False: always eager
+        self.compile = compile
+        self.compiled_step = False  # whether the compiled step ran (recorded in run.json)
         self.split = split
         self.bank = bank
         self.flat_bank = bank.flatten(0, 1)  # a view: index_select on it is the fast gather
@@ -140,6 +146,20 @@ class EpisodeFinetuner:
         with self._autocast():
             return vmap(one)(params, x).float()
 
+    def _forward_rows(self, params: dict[str, Tensor], rows: Tensor) -> Tensor:
+        """Embeddings [G, B, D] of flat bank rows [G, B] under per-episode params: gather
+        and trained part as one compiled kernel where there is one and it pays (fused.py),
+        else gather, then `_forward_episodes`."""
+        if (self.compile and params and hasattr(self.upper, "forward_rows")
+                and fused.worth_compiling(rows.shape[1], self.bank.shape[2:], self.device)):
+            with self._autocast():
+                z = self.upper.forward_rows(params, self.flat_bank, rows)
+            if z is not None:
+                self.compiled_step = True
+                return z.float()
+        x = self.flat_bank.index_select(0, rows.flatten()).view(*rows.shape, *self.bank.shape[2:])
+        return self._forward_episodes(params, x)
+
     # -- methods --------------------------------------------------------------------
     def prototypes(self, support: Tensor, support_mask: Tensor | None = None) -> Tensor:
         """support [G, N*K] bank rows (class-major) -> normalised prototypes [G, N, D];
@@ -179,9 +199,10 @@ class EpisodeFinetuner:
         largest allocation."""
         per_episode = query.shape[1] * self.bank[0, 0].numel() * 4
         step = max(1, QUERY_CHUNK_BYTES // per_episode)
+        clean = query * self.bank.shape[1]  # flat bank rows of the clean views (view 0)
         return torch.cat([
-            F.normalize(self._forward_episodes({n: p[i:i + step] for n, p in params.items()},
-                                               self.bank[query[i:i + step], 0]), dim=-1)
+            F.normalize(self._forward_rows({n: p[i:i + step] for n, p in params.items()},
+                                           clean[i:i + step]), dim=-1)
             for i in range(0, len(query), step)])
 
     def query_embeddings(self, query: Tensor) -> np.ndarray:
@@ -210,9 +231,8 @@ class EpisodeFinetuner:
                  else support_mask.repeat_interleave(cfg.views, dim=1))  # [G, NK*V]
 
         def batch_loss(step: int) -> Tensor:
-            flat = (rows * a + schedule[:, step]).flatten()  # bank row-major (image, view)
-            x = self.flat_bank.index_select(0, flat).view(g, nk * cfg.views, *self.bank.shape[2:])
-            z = F.normalize(self._forward_episodes(params, x), dim=-1)
+            flat = (rows * a + schedule[:, step]).view(g, -1)  # flat bank rows (image, view)
+            z = F.normalize(self._forward_rows(params, flat), dim=-1)
             logits = cfg.logit_scale * torch.einsum("gbd,gnd->gbn", z, F.normalize(head, dim=-1))
             return combined_loss(logits, z, labels, lam=cfg.lam, tau=cfg.tau, beta=cfg.beta,
                                  detach_weights=cfg.detach_weights, contrastive=cfg.contrastive,

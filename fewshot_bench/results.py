@@ -23,6 +23,9 @@ RECORD = "run.json"
 # extra is saved, whether to stop on failure. Everything else must match (episode_batch
 # too: it fixes the groups, and with them the last bits of float32 sums).
 RESUME_FREE = {"out", "data_root", "episodes_dir", "embeddings", "fail_fast"}
+# Settings added later, as the run.json files written before them ran: a resume of such a
+# run must use these values.
+BEFORE_ADDED = {"compile": False}
 
 
 def check_output_dir(cfg: RunConfig, out: Path) -> dict | None:
@@ -47,9 +50,12 @@ def check_output_dir(cfg: RunConfig, out: Path) -> dict | None:
         raise BenchError(f"Cannot resume into {out}: its {RECORD} is unreadable ({exc}). "
                          "Choose another --out.") from exc
     now = cfg.to_dict()
+    before = {**BEFORE_ADDED, **before}
     differing = [k for k in now if k not in RESUME_FREE and before.get(k) != now[k]]
     if differing:
         changes = "; ".join(f"{k}: {before.get(k)!r} then, {now[k]!r} now" for k in differing)
+        if "compile" in differing and not before["compile"]:
+            changes += " (pass --no-compile to resume it)"
         raise BenchError(f"Cannot resume into {out}: it was started with other settings "
                          f"({changes}). Rerun with the original settings to resume, or choose "
                          "another --out for a new run.")

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import analysis, distributed
+from . import analysis, distributed, fused
 from .backbones import backbone_data_config, create_backbone
 from .bank import build_bank
 from .config import CONTRASTIVE, CONTRASTIVE_TERM, FROZEN_BACKBONE, RunConfig
@@ -372,6 +372,10 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
     write_atomic(out / "summary.md",
                  f"# {title}\n\n" + analysis.summary_markdown(method_table, paired_or_none, bands))
     total = time.perf_counter() - t_start
+    if todo or need_embeddings:  # how the engine ran the training step
+        record["compiled_step"] = engine.compiled_step
+        if fused.compile_error():
+            record["compile_error"] = fused.compile_error()
     record.update(finished=_dt.datetime.now().isoformat(timespec="seconds"),
                   timing={"bank_seconds": round(bank_seconds, 2),
                           "total_seconds": round(total, 2), "episode_batch": batch})
@@ -417,7 +421,7 @@ def _build_engine(cfg, data, episodes, split, data_cfg, image_size, device, prog
                       interpolation=data_cfg.get("interpolation", "bicubic"), seed=cfg.seed,
                       device=device, autocast_dtype=autocast, progress=progress)
     engine = EpisodeFinetuner(split, bank, ways=cfg.ways, shots=cfg.shots, device=device,
-                              autocast_dtype=autocast)
+                              autocast_dtype=autocast, compile=cfg.compile)
     support = torch.from_numpy(row_of[episodes.support]).to(device)
     query = torch.from_numpy(row_of[episodes.query]).to(device)
     return engine, support, query
@@ -431,7 +435,7 @@ def _cached_engine(cache, cfg, data, episodes, split, data_cfg, image_size, devi
         return _build_engine(cfg, data, episodes, split, data_cfg, image_size, device, progress)
     key = (cfg.dataset, cfg.data_root, cfg.split, episodes.data_fingerprint, cfg.backbone,
            cfg.weights, image_size, cfg.bank_views, cfg.seed, cfg.tune, str(device), cfg.ways,
-           cfg.shots, episodes.content_hash)
+           cfg.shots, episodes.content_hash, cfg.compile)
     if key not in cache:
         cache[key] = _build_engine(cfg, data, episodes, split, data_cfg, image_size, device,
                                    progress)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .errors import BenchError
+from .fused import gather_affine_clamp_pool
 
 
 @dataclass
@@ -110,6 +111,17 @@ class AffineAct(nn.Module):
         if bounds is None or x.requires_grad:
             return self.act(x * w + b).mean(-2)
         return _AffineClampPool.apply(x, params["weight"], params["bias"], *bounds)
+
+    def forward_rows(self, params: dict, flat_bank: torch.Tensor,
+                     rows: torch.Tensor) -> torch.Tensor | None:
+        """`forward_episodes(params, flat_bank[rows])` as one compiled kernel (fused.py):
+        rows [G, B] index flat_bank [M, P, C]. None where there is none (an activation
+        other than ReLU6/ReLU) or compiling failed: the caller gathers and runs eagerly."""
+        bounds = self._bounds()
+        if bounds is None:
+            return None
+        return gather_affine_clamp_pool(flat_bank, rows, params["weight"], params["bias"],
+                                        *bounds)
 
 
 def _efficientnet(model: nn.Module, tune: str) -> BackboneSplit:
