@@ -11,7 +11,9 @@ Why it is fast: the frozen part of the backbone ran once into the feature bank
 episode dimension and `torch.func.vmap(functional_call(...))` runs the upper network for
 all of them in one call. Episodes never interact: each has its own parameters, its loss is
 summed (not averaged) over episodes so every episode's gradient is exactly its own, and
-Adam/SGD update elementwise. So grouping changes speed, not results.
+Adam/SGD update elementwise. So grouping changes speed, not results. In `--tune norm` the
+step (gather the bank views, affine, clamp, pool) is one compiled kernel where that pays
+(`fused.py`; `compile=False` keeps it eager).
 """
 
 from __future__ import annotations
