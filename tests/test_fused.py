@@ -96,3 +96,17 @@ def test_a_failed_compile_falls_back_to_eager_with_a_warning(setup, compile_ever
     finally:
         engine.compile = True
     assert not fused.worth_compiling(10, torch.Size([16, 1280]), torch.device("cpu"))
+
+
+def test_compiled_step_is_deterministic_and_grouping_free(setup, compile_everything):
+    engine = setup.engine("norm")
+    cfg = FinetuneConfig(lam=0.9, steps=3, views=2)
+    whole = run(engine, setup, range(N_EPISODES), cfg)
+    again = run(engine, setup, range(N_EPISODES), cfg)
+    np.testing.assert_array_equal(again.loss_curve, whole.loss_curve)  # same seed, same bits
+    parts = [run(engine, setup, range(i, min(i + 4, N_EPISODES)), cfg)
+             for i in range(0, N_EPISODES, 4)]
+    assert engine.compiled_step and not fused._failed
+    np.testing.assert_array_equal(np.concatenate([p.accuracy for p in parts]), whole.accuracy)
+    np.testing.assert_allclose(np.concatenate([p.loss_after for p in parts]), whole.loss_after,
+                               rtol=1e-5)
