@@ -34,6 +34,7 @@ import pandas as pd
 
 from . import analysis
 from .config import CONTRASTIVE, METHODS, RunConfig
+from .episodes import make_episodes_dir
 from .errors import BenchError
 from .fileio import write_atomic
 from .results import RESUME_FREE, check_output_dir
@@ -513,8 +514,14 @@ def run_sweep(cfg: RunConfig, grid: Grid, out: str | Path, *, select_on: str | N
     previous = _check_sweep_dir(out, record)
     _check_folders(phases.get(select_on, []))
     _check_folders(_folders(plan, out, range(len(plan.points))))  # any point may be chosen
+    # the runs would fail on an unusable --episodes-dir only after sweep.json is written
+    make_episodes_dir(cfg.episodes_dir)
     # every input checked: the work starts
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"Cannot create the sweep folder {out} ({exc.strerror or exc}). Pass "
+                         "a writable --out.") from None
     if previous is not None:
         record["started"] = previous.get("started", record["started"])
     write_atomic(out / SWEEP_RECORD, json.dumps(record, indent=2) + "\n")

@@ -155,6 +155,9 @@ BAD_INPUTS = {
     "out is an existing file": lambda tmp: ["--out", str(_a_file(tmp))],
     "negative weight decay": lambda tmp: ["--weight-decay", "-1"],
     "nan logit scale": lambda tmp: ["--logit-scale", "nan"],
+    "episodes-dir is a file": lambda tmp: ["--episodes-dir", str(_a_file(tmp))],
+    "episodes-dir under a file": lambda tmp: ["--episodes-dir", str(_a_file(tmp) / "eps")],
+    "episodes-dir cannot be created": lambda tmp: ["--episodes-dir", "/proc/nope"],
 }
 
 

@@ -211,6 +211,16 @@ def test_sweeps_that_cannot_work_exit_2(tiny, tmp_path, extra, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_unusable_episodes_dir_exits_2_before_the_sweep_folder_exists(tiny, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for episodes in (a_file, a_file / "eps"):
+        result = invoke(sweep_args(tiny, episodes, tmp_path / "out", *GRID), tmp_path)
+        assert result.exit_code == 2, explain(result)
+        assert "--episodes-dir" in result.stderr and "Traceback" not in result.output
+        assert not (tmp_path / "out").exists()
+
+
 def test_parse_params_names_and_types():
     grid = sweep.parse_params(["Lambda=0, 0.5", "weight-decay=1e-4", "steps=10,20.0", "lr=.1"])
     assert grid == {"lambda": (0.0, 0.5), "weight_decay": (1e-4,), "steps": (10, 20), "lr": (0.1,)}
