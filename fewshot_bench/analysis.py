@@ -24,6 +24,7 @@ from .errors import BenchError
 
 __all__ = [
     "mean_ci",
+    "row_problem",
     "split_failed",
     "method_summary",
     "paired_comparison",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 REQUIRED_COLUMNS = ("episode", "method", "accuracy")
+STATUSES = ("ok", "failed")
 # Accuracies are fractions k/(N*Q); rounding differences to this many decimals restores
 # the exact ties that float subtraction can break (0.6-0.5333 vs 0.8-0.7333).
 _DIFF_DECIMALS = 12
@@ -62,6 +64,52 @@ def _check_columns(df: pd.DataFrame) -> None:
             f"The results table lacks the column(s) {', '.join(missing)} (it has: {', '.join(map(str, df.columns))}). "
             "It needs one row per method and episode with columns episode, method, accuracy."
         )
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def row_problem(row, episodes: int | None = None) -> str | None:
+    """What is wrong with one result row (a dict as in episodes.jsonl), or None.
+
+    The row rules of a results table: episode an int (in [0, episodes) when given), method
+    a str, status (optional) 'ok' or 'failed', accuracy a fraction in [0, 1] (or null when
+    the episode failed)."""
+    if not isinstance(row, dict):
+        return f"it is {json_kind(row)}, not a result row (a JSON object)"
+    missing = [k for k in REQUIRED_COLUMNS if k not in row]
+    if missing:
+        return f"it lacks {', '.join(repr(k) for k in missing)}"
+    e, m, acc, status = row["episode"], row["method"], row["accuracy"], row.get("status", "ok")
+    if not _is_int(e) or e < 0:
+        return f"episode {e!r} is not an episode number (an integer >= 0)"
+    if episodes is not None and e >= episodes:
+        return f"episode {e} is out of range: the run has {episodes} episodes (0 to {episodes - 1})"
+    if not isinstance(m, str):
+        return f"method {m!r} is not a method name (a string)"
+    if status not in STATUSES:
+        return f"status {status!r} is unknown (it is 'ok' or 'failed')"
+    if status == "failed" and (acc is None or _is_number(acc)):
+        return None
+    if not _is_number(acc) or not 0.0 <= acc <= 1.0:  # NaN fails this too
+        return f"accuracy {acc!r} is not a fraction in [0, 1]"
+    return None
+
+
+def json_kind(x) -> str:
+    """How JSON would call the value `x`: 'a string', 'a list', 'null', ..."""
+    if x is None:
+        return "null"
+    for kind, name in ((bool, "true/false"), (str, "a string"), (list, "a list"),
+                       (dict, "an object")):
+        if isinstance(x, kind):
+            return name
+    return "a number" if _is_number(x) else type(x).__name__
 
 
 def split_failed(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:

@@ -161,7 +161,8 @@ def summarise(rows: pd.DataFrame, methods: tuple[str, ...]) -> tuple[pd.DataFram
 
 
 def _previous_episode_batch(previous: dict | None) -> int | None:
-    """The episode group of a stopped run (older run.json files have it under timing)."""
+    """The episode group of a stopped run (older run.json files have it under timing);
+    `results.read_record` checked that it is a positive int."""
     if previous is None:
         return None
     return previous.get("episode_batch") or (previous.get("timing") or {}).get("episode_batch")
@@ -306,8 +307,11 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
         done: list[dict] = []
         if previous is not None:
             _check_resumable(previous, record, out)
-            done = [r for r in read_rows(out / ROWS, warn=lambda m: echo(f"warning: {m}"))
-                    if r.get("method") in cfg.methods]
+            # checked here, before anything is written: a bad row found later (in the
+            # summary) would leave a run.json rewritten without its finished fields
+            done = [r for r in read_rows(out / ROWS, warn=lambda m: echo(f"warning: {m}"),
+                                         episodes=cfg.episodes)
+                    if r["method"] in cfg.methods]
             record["started"] = previous.get("started", record["started"])
             record["resumed"] = [*previous.get("resumed", []),
                                  _dt.datetime.now().isoformat(timespec="seconds")]
