@@ -158,6 +158,11 @@ BAD_INPUTS = {
     "episodes-dir is a file": lambda tmp: ["--episodes-dir", str(_a_file(tmp))],
     "episodes-dir under a file": lambda tmp: ["--episodes-dir", str(_a_file(tmp) / "eps")],
     "episodes-dir cannot be created": lambda tmp: ["--episodes-dir", "/proc/nope"],
+    "too many episodes": lambda tmp: ["--episodes", "1000000000000"],
+    "episodes beyond int64": lambda tmp: ["--episodes", "99999999999999999999"],
+    "too many steps": lambda tmp: ["--steps", "99999999999999999999"],
+    "too many bank views": lambda tmp: ["--bank-views", "99999999999999999999"],
+    "huge image size": lambda tmp: ["--image-size", "100000"],
 }
 
 
