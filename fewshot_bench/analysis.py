@@ -133,10 +133,12 @@ def split_failed(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     bad = acc.isna() | (acc < 0) | (acc > 1)
     if bad.any():
         row = ok.loc[bad].iloc[0]
+        value = row["accuracy"]
+        value = value.item() if isinstance(value, np.generic) else value  # 0.5, not np.float64(0.5)
         raise BenchError(
-            f"Accuracy must be a fraction in [0, 1]; got {row['accuracy']!r} for method {row['method']!r}, "
-            f"episode {row['episode']} ({int(bad.sum())} such row(s)). Mark failed episodes with status "
-            "'failed', and store accuracies as fractions, not percent."
+            f"Accuracy must be a fraction in [0, 1]; got {value!r} for method {row['method']!r}, "
+            f"episode {row['episode']} ({int(bad.sum())} such row(s)). Store accuracies as "
+            "fractions (0.62, not 62), and give an episode without one status 'failed'."
         )
     ok["accuracy"] = acc.astype(float)
     dup = ok.duplicated(["method", "episode"], keep=False)
