@@ -24,7 +24,7 @@ from .backbones import backbone_data_config, create_backbone
 from .bank import build_bank
 from .config import CONTRASTIVE, CONTRASTIVE_TERM, FROZEN_BACKBONE, RunConfig
 from .data import create_dataset
-from .episodes import EpisodeSet, EpisodeSpec, get_or_create_episodes
+from .episodes import EpisodeSet, EpisodeSpec, get_or_create_episodes, make_episodes_dir
 from .errors import BenchError, RunFailed
 from .fileio import atomic_open, write_atomic
 from .results import (ROWS, RowLog, check_output_dir, create_output_dir, read_rows,
@@ -248,6 +248,7 @@ def _read_inputs(cfg: RunConfig, episodes: EpisodeSet | None = None) -> _Inputs:
         _check_same_data(cfg, data, episodes)
         episode_file, created = None, False
     else:
+        make_episodes_dir(cfg.episodes_dir)  # its own message, not one about the data set
         try:
             episodes, episode_file, created = get_or_create_episodes(
                 data.labels, spec, data.fingerprint(), cfg.episodes_dir)

@@ -190,6 +190,8 @@ def test_bad_input_is_refused_before_results_are_written(bad, tiny, tmp_path):
     assert_refused(result)
     assert not refused.exists() or not any(refused.iterdir())
     assert not (tmp_path / "results").exists()  # the default results folder was not used
+    if "--episodes-dir" in extra:  # about the folder, not the data set it was sampled from
+        assert "--episodes-dir" in result.stderr and "data set" not in result.stderr
 
 
 def test_non_empty_out_is_refused_and_left_untouched(tiny, tmp_path):
