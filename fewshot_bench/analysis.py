@@ -24,6 +24,7 @@ from .errors import BenchError
 
 __all__ = [
     "mean_ci",
+    "row_problem",
     "split_failed",
     "method_summary",
     "paired_comparison",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 REQUIRED_COLUMNS = ("episode", "method", "accuracy")
+STATUSES = ("ok", "failed")
 # Accuracies are fractions k/(N*Q); rounding differences to this many decimals restores
 # the exact ties that float subtraction can break (0.6-0.5333 vs 0.8-0.7333).
 _DIFF_DECIMALS = 12
@@ -64,6 +66,52 @@ def _check_columns(df: pd.DataFrame) -> None:
         )
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def row_problem(row, episodes: int | None = None) -> str | None:
+    """What is wrong with one result row (a dict as in episodes.jsonl), or None.
+
+    The row rules of a results table: episode an int (in [0, episodes) when given), method
+    a str, status (optional) 'ok' or 'failed', accuracy a fraction in [0, 1] (or null when
+    the episode failed)."""
+    if not isinstance(row, dict):
+        return f"it is {json_kind(row)}, not a result row (a JSON object)"
+    missing = [k for k in REQUIRED_COLUMNS if k not in row]
+    if missing:
+        return f"it lacks {', '.join(repr(k) for k in missing)}"
+    e, m, acc, status = row["episode"], row["method"], row["accuracy"], row.get("status", "ok")
+    if not _is_int(e) or e < 0:
+        return f"episode {e!r} is not an episode number (an integer >= 0)"
+    if episodes is not None and e >= episodes:
+        return f"episode {e} is out of range: the run has {episodes} episodes (0 to {episodes - 1})"
+    if not isinstance(m, str):
+        return f"method {m!r} is not a method name (a string)"
+    if status not in STATUSES:
+        return f"status {status!r} is unknown (it is 'ok' or 'failed')"
+    if status == "failed" and (acc is None or _is_number(acc)):
+        return None
+    if not _is_number(acc) or not 0.0 <= acc <= 1.0:  # NaN fails this too
+        return f"accuracy {acc!r} is not a fraction in [0, 1]"
+    return None
+
+
+def json_kind(x) -> str:
+    """How JSON would call the value `x`: 'a string', 'a list', 'null', ..."""
+    if x is None:
+        return "null"
+    for kind, name in ((bool, "true/false"), (str, "a string"), (list, "a list"),
+                       (dict, "an object")):
+        if isinstance(x, kind):
+            return name
+    return "a number" if _is_number(x) else type(x).__name__
+
+
 def split_failed(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     """(rows with status 'ok', number of failed rows per method).
 
@@ -85,10 +133,12 @@ def split_failed(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     bad = acc.isna() | (acc < 0) | (acc > 1)
     if bad.any():
         row = ok.loc[bad].iloc[0]
+        value = row["accuracy"]
+        value = value.item() if isinstance(value, np.generic) else value  # 0.5, not np.float64(0.5)
         raise BenchError(
-            f"Accuracy must be a fraction in [0, 1]; got {row['accuracy']!r} for method {row['method']!r}, "
-            f"episode {row['episode']} ({int(bad.sum())} such row(s)). Mark failed episodes with status "
-            "'failed', and store accuracies as fractions, not percent."
+            f"Accuracy must be a fraction in [0, 1]; got {value!r} for method {row['method']!r}, "
+            f"episode {row['episode']} ({int(bad.sum())} such row(s)). Store accuracies as "
+            "fractions (0.62, not 62), and give an episode without one status 'failed'."
         )
     ok["accuracy"] = acc.astype(float)
     dup = ok.duplicated(["method", "episode"], keep=False)

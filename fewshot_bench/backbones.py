@@ -25,6 +25,7 @@ import difflib
 import importlib.metadata
 import importlib.util
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,7 +134,9 @@ def _is_counter(key: str) -> bool:
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint with timm's reader (handles .safetensors, 'state_dict' wrappers)."""
     if not path.is_file():
-        raise BenchError(f"weights file {path} does not exist (or is not a file).")
+        raise BenchError(f"weights file {path} does not exist (or is not a file). Check the "
+                         "--weights path (a relative one starts from the current folder), or "
+                         "leave --weights out to use the backbone's pretrained weights.")
     try:
         state = timm.models.load_state_dict(str(path), use_ema=True, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure means the file is unusable
@@ -376,16 +379,35 @@ def _from_file(name: str, path: Path) -> nn.Module:
             )
     except RuntimeError as exc:  # load_state_dict: size mismatch / unexpected keys
         raise BenchError(
-            f"weights file {path} does not fit {name}: {str(exc)[:500]}"
-        ) from exc
+            f"weights file {path} does not fit {name}: these weights are for another "
+            f"architecture than --backbone {name} ({_first_misfit(exc)}). Pass the --backbone "
+            "they were trained for, or weights for this one."
+        ) from None
     missing = [k for k in model.state_dict() if not _is_counter(k) and k not in file_sd]
     if missing:
         raise BenchError(
             f"weights file {path} does not fit {name}: it lacks {len(missing)} of the model's "
-            f"tensors ({', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}). "
-            "Is it a checkpoint for another architecture, or not in timm's format?"
+            f"tensors ({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}), so it is "
+            f"for another architecture than --backbone {name} or not in timm's format. Pass "
+            "the --backbone it was trained for, or timm-format weights for this one."
         )
     return _finish(model, dict(name=name, source="file", path=str(path), sha256=file_sha256(path)))
+
+
+def _first_misfit(exc: RuntimeError) -> str:
+    """The first problem torch's load_state_dict lists (one of maybe hundreds of lines),
+    shortened: 'size mismatch for conv_stem.weight: [16, 3, 3, 3] in the file, [32, 3, 3,
+    3] in the model'."""
+    lines = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
+    if not lines:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = lines[0]
+    m = re.match(r"size mismatch for (\S+): copying a param with shape torch\.Size\((\[.*?\])\) "
+                 r"from checkpoint, the shape in current model is torch\.Size\((\[.*?\])\)", first)
+    if m:
+        return f"size mismatch for {m[1]}: {m[2]} in the file, {m[3]} in the model"
+    keys = re.match(r"((?:Missing|Unexpected) key\(s\) in state_dict): (\"[^\"]*\")", first)
+    return f"{keys[1]}: {keys[2]}, ..." if keys else first.split(". ")[0]
 
 
 def backbone_data_config(model: nn.Module) -> dict:

@@ -133,6 +133,11 @@ def create_baseline(run_dir: str | Path, out: str | Path) -> BaselineResult:
     run = _load_run(run_dir)
     ok, failed = analysis.split_failed(run.rows)
     methods = [str(m) for m in pd.unique(run.rows["method"])]
+    empty = [m for m in methods if not (ok["method"] == m).any()]
+    if empty:  # a baseline needs accuracies to compare with (load_baseline refuses none)
+        raise BenchError(f"Every episode of {', '.join(empty)} failed in the run {run.path}, so "
+                         "there is no accuracy to store as a baseline. Store a run whose "
+                         "methods completed episodes.")
     record = run.record
     baseline = {
         "format": FORMAT,
@@ -148,8 +153,7 @@ def create_baseline(run_dir: str | Path, out: str | Path) -> BaselineResult:
         "methods": {m: _method_stats(ok, failed, m) for m in methods},
     }
     out = Path(out)
-    if out.is_dir():
-        raise BenchError(f"--out {out} is a folder; pass a file name such as {out / 'NAME.json'}.")
+    _check_out(out, run.path)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, json.dumps(_json_safe(baseline), indent=1) + "\n")
@@ -162,6 +166,28 @@ def create_baseline(run_dir: str | Path, out: str | Path) -> BaselineResult:
         lines.append(f"  {m:<10} n={s['n']:<5} mean {s['mean']:.2f} %  std {std}"
                      + (f"  ({s['failed']} failed)" if s["failed"] else ""))
     return BaselineResult(out, baseline, "\n".join(lines))
+
+
+def _check_out(out: Path, run_dir: Path) -> None:
+    """Refuse an --out that would replace the run's own files or a file that is not an
+    earlier baseline (only those are overwritten)."""
+    if out.is_dir():
+        raise BenchError(f"--out {out} is a folder; pass a file name such as {out / 'NAME.json'}.")
+    run = run_dir.resolve()
+    if run == out.resolve() or run in out.resolve().parents:
+        raise BenchError(f"--out {out} lies inside the run folder {run_dir}, whose files it "
+                         "could replace. Pass a path outside it, e.g. "
+                         "results/baselines/NAME.json.")
+    if out.exists():
+        try:
+            data = json.loads(out.read_bytes())
+            ours = isinstance(data, dict) and data.get("format") == FORMAT
+        except (OSError, ValueError):
+            ours = False
+        if not ours:
+            raise BenchError(f"--out {out} exists and is not a baseline file written by `bench "
+                             "baseline`, so it is not overwritten. Pass another path, or delete "
+                             "the file first.")
 
 
 def load_baseline(path: str | Path) -> dict:
@@ -179,17 +205,33 @@ def load_baseline(path: str | Path) -> dict:
     if not ok or not isinstance(methods, dict) or not methods or not isinstance(data.get("setting"), dict):
         raise BenchError(f"{path} is not a `bench baseline` file (format {FORMAT}). Recreate it "
                          "with `bench baseline RUN_DIR --out FILE`.")
+    config = data.get("config")
+    n = config.get("episodes") if isinstance(config, dict) else None
     for m, s in methods.items():
-        try:
-            eps, acc = [int(e) for e in s["episodes"]], [float(a) for a in s["accuracy"]]
-        except (KeyError, TypeError, ValueError):
-            raise BenchError(f"{path}: method {m!r} lacks its per-episode accuracies; the file "
-                             "is damaged. Recreate it with `bench baseline`.") from None
-        if len(eps) != len(acc) or len(set(eps)) != len(eps):
-            raise BenchError(f"{path}: method {m!r} has mismatched or repeated episodes; the "
-                             "file is damaged. Recreate it with `bench baseline`.")
-        s["episodes"], s["accuracy"] = eps, acc
+        problem = _stats_problem(s, n if isinstance(n, int) else None)
+        if problem:
+            raise BenchError(f"The baseline file {path} is damaged: method {m!r} {problem}. "
+                             "Recreate it with `bench baseline RUN_DIR --out FILE`.")
+        s["episodes"], s["accuracy"] = [int(e) for e in s["episodes"]], [float(a) for a in s["accuracy"]]
     return data
+
+
+def _stats_problem(s, episodes: int | None) -> str | None:
+    """What is wrong with one method's entry of a baseline file, or None: it needs
+    per-episode ids and accuracies, each pair a valid result row, no episode twice."""
+    eps = s.get("episodes") if isinstance(s, dict) else None
+    acc = s.get("accuracy") if isinstance(s, dict) else None
+    if not isinstance(eps, list) or not isinstance(acc, list) or not eps:
+        return "has no per-episode accuracies"
+    if len(eps) != len(acc):
+        return f"has {len(eps)} episode ids but {len(acc)} accuracies"
+    for e, a in zip(eps, acc):
+        problem = analysis.row_problem({"episode": e, "method": "", "accuracy": a}, episodes)
+        if problem:
+            return f"has a bad result: {problem}"
+    if len(set(eps)) != len(eps):
+        return "lists an episode twice"
+    return None
 
 
 # --------------------------------------------------------------------------------------
@@ -365,6 +407,12 @@ def check_run(run_dir: str | Path, baseline_file: str | Path, alpha: float = 0.0
         row = {"method": m, "test": "paired" if paired else "welch", "n_base": int(b.size),
                "n_now": int(now.size), "failed_now": int(failed.get(m, 0))}
         if paired:
+            ran = run.rows.loc[run.rows["method"] == m, "episode"].astype(int)
+            if not b.index.isin(ran).any():  # the same episode file: ids must be shared
+                raise BenchError(
+                    f"The baseline file {baseline_file} is damaged: its episodes of {m!r} "
+                    f"match none of the run's, although both used the same episode file. "
+                    "Recreate it with `bench baseline RUN_DIR --out FILE`.")
             common = b.index.intersection(now.index).sort_values()
             xb, xn = b.loc[common].to_numpy(), now.loc[common].to_numpy()
             frame = pd.DataFrame({"episode": np.concatenate([common, common]),

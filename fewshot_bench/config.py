@@ -21,6 +21,15 @@ FROZEN_BACKBONE = ("protonet", "linear-probe")  # methods that never change the 
 TUNE_MODES = ("head", "norm", "last", "full")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
+# Upper bounds, far above any real use, so a typo (an extra zero or ten) is refused before
+# anything is written instead of exhausting memory or hanging: episode arrays are allocated
+# for all episodes up front (600-2000 is the usual protocol), every step of every episode
+# runs (50 is the default), the feature bank holds bank-views x images features, and its
+# memory grows with the image size squared (timm backbones take at most about 600 px).
+MAX_EPISODES = 100_000
+MAX_STEPS = 100_000
+MAX_BANK_VIEWS = 256
+MAX_IMAGE_SIZE = 1024
 
 
 @dataclass
@@ -79,6 +88,9 @@ class RunConfig:
             bad(f"--queries must be at least 1 (got {self.queries}).")
         if self.episodes < 1:
             bad(f"--episodes must be at least 1 (got {self.episodes}).")
+        if self.episodes > MAX_EPISODES:
+            bad(f"--episodes must be at most {MAX_EPISODES} (got {self.episodes}); 600 to 2000 "
+                "give confidence intervals well under a point.")
         if not self.methods:
             bad("--methods is empty: give a comma list such as ce,schane.")
         unknown = [m for m in self.methods if m not in METHODS]
@@ -107,8 +119,13 @@ class RunConfig:
                 f"({why}), so it would equal CE. Use --views 2 or more.")
         if self.bank_views < self.views:
             bad(f"--bank-views ({self.bank_views}) must be at least --views ({self.views}).")
+        if self.bank_views > MAX_BANK_VIEWS:
+            bad(f"--bank-views must be at most {MAX_BANK_VIEWS} (got {self.bank_views}): the "
+                "feature bank keeps every view of every image in memory; 8 is the default.")
         if self.steps < 0:
             bad(f"--steps must be >= 0 (got {self.steps}).")
+        if self.steps > MAX_STEPS:
+            bad(f"--steps must be at most {MAX_STEPS} (got {self.steps}); 50 is the default.")
         if not self.lr >= 0:
             bad(f"--lr must be >= 0 (got {self.lr}).")
         if self.weight_decay < 0:
@@ -129,8 +146,9 @@ class RunConfig:
             bad(f"Unknown --device '{self.device}'. Use auto, cpu or cuda.")
         if self.logit_scale <= 0:
             bad(f"--logit-scale must be positive (got {self.logit_scale}).")
-        if self.image_size is not None and self.image_size < 16:
-            bad(f"--image-size must be at least 16 pixels (got {self.image_size}).")
+        if self.image_size is not None and not 16 <= self.image_size <= MAX_IMAGE_SIZE:
+            bad(f"--image-size must be between 16 and {MAX_IMAGE_SIZE} pixels (got "
+                f"{self.image_size}); leave it out for the backbone's own size.")
         if self.episode_batch is not None and self.episode_batch < 1:
             bad(f"--episode-batch must be at least 1 (got {self.episode_batch}).")
         if self.embeddings < 0:

@@ -306,14 +306,28 @@ def episode_path(spec: EpisodeSpec, directory: str | Path) -> Path:
     return Path(directory) / f"{spec.key}.npz"
 
 
+def make_episodes_dir(directory: str | Path) -> Path:
+    """Create the --episodes-dir folder (and its parents) if needed; BenchError, not an
+    OSError, when it is a file, lies under one or cannot be created."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise BenchError(f"--episodes-dir {directory} is a file, not a folder. Pass a folder "
+                         "for the episode files (it is created if missing).")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"Cannot create --episodes-dir {directory} ({exc.strerror or exc}). "
+                         "Pass a folder you can write to (it is created if missing).") from None
+    return directory
+
+
 def save_episodes(es: EpisodeSet, directory: str | Path) -> Path:
     """Write `<directory>/<spec.key>.npz` atomically; return its path.
 
     Temp file in the same directory + fsync + os.replace: a crash or a concurrent run never
     leaves a half-written file under the final name.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_episodes_dir(directory)
     path = episode_path(es.spec, directory)
     meta = {
         "format_version": FORMAT_VERSION,
@@ -322,11 +336,15 @@ def save_episodes(es: EpisodeSet, directory: str | Path) -> Path:
         "content_hash": es.content_hash,
     }
     extra = {} if es.shots is None else {"shots": es.shots}
-    with atomic_open(path, "wb") as f:
-        np.savez_compressed(
-            f, classes=es.classes, support=es.support, query=es.query, meta=np.array(json.dumps(meta)),
-            **extra,
-        )
+    try:
+        with atomic_open(path, "wb") as f:
+            np.savez_compressed(
+                f, classes=es.classes, support=es.support, query=es.query,
+                meta=np.array(json.dumps(meta)), **extra,
+            )
+    except OSError as exc:  # read-only folder, full disk, ...
+        raise BenchError(f"Cannot write the episode file {path} ({exc.strerror or exc}). Pass "
+                         "a folder you can write to with --episodes-dir.") from None
     return path
 
 

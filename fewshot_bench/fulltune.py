@@ -41,6 +41,7 @@ from .data import create_dataset
 from .errors import BenchError, RunFailed
 from .fileio import atomic_open, file_sha256, write_atomic
 from .losses import combined_loss
+from .results import read_object
 from .runner import environment_record, resolve_device
 from .runtime import keep_freed_memory
 
@@ -294,16 +295,18 @@ def _check_out(cfg: FullFinetuneConfig, out: Path) -> dict | None:
         raise BenchError(f"--out {out} is a file, not a folder. Pass a new or empty folder.")
     if not out.is_dir() or not any(out.iterdir()):
         return None
-    try:
-        previous = json.loads((out / RECORD).read_text())
-        if previous.get("kind") != KIND:
-            raise ValueError("not a fine-tune record")
-        before = previous["config"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise BenchError(
-            f"The folder {out} already holds files but is not the output of `bench finetune` "
-            f"(no readable {RECORD}), so nothing is written there. Choose another --out, or "
-            "leave --out out for a new time-stamped folder under results/finetune/.") from None
+    fix = ("Choose another --out, or leave --out out for a new time-stamped folder under "
+           "results/finetune/.")
+    if not (out / RECORD).is_file():
+        raise BenchError(f"The folder {out} already holds files but is not the output of "
+                         f"`bench finetune` (no {RECORD}), so nothing is written there. {fix}")
+    previous = read_object(out / RECORD, {"config": dict, "weights": dict},
+                           required=("config",), fix=fix)
+    if previous.get("kind") != KIND:
+        raise BenchError(f"The folder {out} already holds files but is not the output of "
+                         f"`bench finetune` ({RECORD} is of another kind), so nothing is "
+                         f"written there. {fix}")
+    before = previous["config"]
     now = cfg.to_dict()
     differing = [k for k in now if k not in REUSE_FREE and before.get(k) != now[k]]
     if differing:

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+from .analysis import json_kind, row_problem
 from .config import RunConfig
 from .errors import BenchError
 from .fileio import write_atomic
@@ -26,6 +27,59 @@ RESUME_FREE = {"out", "data_root", "episodes_dir", "embeddings", "fail_fast"}
 # Settings added later, as the run.json files written before them ran: a resume of such a
 # run must use these values.
 BEFORE_ADDED = {"compile": False}
+# The shape of run.json, as far as readers use it: field -> JSON type. Only "config" is
+# required (old and hand-made run folders lack the rest).
+RECORD_FIELDS = {"config": dict, "episodes": dict, "data": dict, "backbone": dict,
+                 "hardware": dict, "timing": dict, "resumed": list, "started": str,
+                 "finished": str}
+_DAMAGED_RUN = ("It was edited or is not from `bench run`: restore it, or move the run "
+                "folder aside and run again.")
+
+
+def read_object(path: Path, fields: dict[str, type], required: tuple[str, ...] = (),
+                fix: str = _DAMAGED_RUN) -> dict:
+    """A JSON record file (run.json, sweep.json, finetune.json) as a dict whose `fields`
+    present have their JSON type (bool is not a number); BenchError saying which field is
+    wrong and `fix` otherwise, so callers can index it without checking each access."""
+    try:
+        record = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON, bad UTF-8
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise BenchError(f"{path} is unreadable ({why}). {fix}") from None
+    if not isinstance(record, dict):
+        raise BenchError(f"{path} is damaged: it holds {json_kind(record)}, not a JSON object. "
+                         f"{fix}")
+    for key in required:
+        if key not in record:
+            raise BenchError(f"{path} is damaged: it has no {key!r}. {fix}")
+    for key, kind in fields.items():
+        if key in record and not isinstance(record[key], kind):
+            want = {dict: "an object", list: "a list", str: "a string"}[kind]
+            raise BenchError(f"{path} is damaged: {key!r} is {json_kind(record[key])}, not "
+                             f"{want}. {fix}")
+    return record
+
+
+def _positive_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
+
+
+def read_record(path: Path) -> dict:
+    """run.json, checked (see `read_object`): also config.episodes and the episode group
+    (top-level, or under timing in older files) must be positive integers, as a resume
+    uses them for the episode range and the group windows."""
+    record = read_object(path, RECORD_FIELDS, required=("config",))
+    if not _positive_int(record["config"].get("episodes")):
+        raise BenchError(f"{path} is damaged: config.episodes is "
+                         f"{record['config'].get('episodes')!r}, not a positive integer. "
+                         f"{_DAMAGED_RUN}")
+    for where, value in (("episode_batch", record.get("episode_batch", 1)),
+                         ("timing.episode_batch",
+                          record.get("timing", {}).get("episode_batch") or 1)):
+        if not _positive_int(value):
+            raise BenchError(f"{path} is damaged: {where} is {value!r}, not a positive "
+                             f"integer (the episode group a resume keeps). {_DAMAGED_RUN}")
+    return record
 
 
 def check_output_dir(cfg: RunConfig, out: Path) -> dict | None:
@@ -43,14 +97,9 @@ def check_output_dir(cfg: RunConfig, out: Path) -> dict | None:
         raise BenchError(f"The results folder {out} already holds files but no {RECORD}, so it "
                          "is not a run to resume. Choose another --out (or leave --out out for "
                          "a new time-stamped folder).")
-    try:
-        previous = json.loads(record_path.read_text())
-        before = previous["config"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BenchError(f"Cannot resume into {out}: its {RECORD} is unreadable ({exc}). "
-                         "Choose another --out.") from exc
+    previous = read_record(record_path)
     now = cfg.to_dict()
-    before = {**BEFORE_ADDED, **before}
+    before = {**BEFORE_ADDED, **previous["config"]}
     differing = [k for k in now if k not in RESUME_FREE and before.get(k) != now[k]]
     if differing:
         changes = "; ".join(f"{k}: {before.get(k)!r} then, {now[k]!r} now" for k in differing)
@@ -74,32 +123,52 @@ def create_output_dir(out: Path) -> Path:
     return out
 
 
-def read_rows(path: Path, warn: Callable[[str], None] | None = None) -> list[dict]:
-    """Rows of an episodes.jsonl log. A torn last line (a run killed mid-write) is dropped
-    with a warning and cut from the file, so appending can go on; damage anywhere else is
-    an error, since silently skipping results would bias the summary."""
+def read_rows(path: Path, warn: Callable[[str], None] | None = None, *,
+              episodes: int | None = None, repair: bool = True) -> list[dict]:
+    """Rows of an episodes.jsonl log, each checked (`analysis.row_problem`: episode in
+    [0, `episodes`) when given, ...) and no (episode, method) twice.
+
+    A torn last line (a run killed mid-write) is dropped with a warning and, with `repair`
+    (the run that appends to it), cut from the file so appending can go on; readers pass
+    repair=False (a running run may be writing that line). Damage anywhere else is an
+    error, since silently skipping results would bias the summary."""
     if not path.exists():
         return []
-    data = path.read_bytes()
-    rows, good_end, pos = [], 0, 0
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # a folder, unreadable, ...
+        raise BenchError(f"Cannot read {path} ({exc.strerror or exc}): it should be the run's "
+                         "result log, a file. Move it aside (the run then starts over).") from None
+    rows, seen, good_end, pos, line_no = [], {}, 0, 0, 0
     while pos < len(data):
         end = data.find(b"\n", pos)
         line = data[pos:] if end < 0 else data[pos:end]
+        line_no += 1
         try:
             row = json.loads(line) if line.strip() else None
-        except ValueError:
+        except ValueError:  # bad JSON or bad UTF-8
             row = "torn"
         if row == "torn" or end < 0:
             if end >= 0 and data[end + 1:].strip():
-                raise BenchError(f"{path} is corrupt: line {len(rows) + 1} is not a result row. "
-                                 "Move the folder aside and start the run again.")
+                raise BenchError(f"{path} is corrupt: line {line_no} is not a result row. "
+                                 "Delete that line (a resume recomputes it), or move the "
+                                 "folder aside and start the run again.")
             msg = f"dropped an incomplete last line of {path} (the run was stopped mid-write)"
             (warn or (lambda m: warnings.warn(m, stacklevel=2)))(msg)
             break
         if row is not None:
+            problem = row_problem(row, episodes)
+            key = None if problem else (row["episode"], row["method"])
+            if key in seen:
+                problem = (f"it repeats episode {key[0]} of {key[1]} from line {seen[key]}")
+            if problem:
+                raise BenchError(f"{path} line {line_no} is damaged: {problem}. Delete that "
+                                 "line (a resume recomputes it), or move the run folder "
+                                 "aside and run again.")
+            seen[key] = line_no
             rows.append(row)
         good_end = pos = end + 1
-    if good_end < len(data):
+    if repair and good_end < len(data):
         with open(path, "r+b") as f:
             f.truncate(good_end)
             os.fsync(f.fileno())

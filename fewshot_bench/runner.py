@@ -24,7 +24,7 @@ from .backbones import backbone_data_config, create_backbone
 from .bank import build_bank
 from .config import CONTRASTIVE, CONTRASTIVE_TERM, FROZEN_BACKBONE, RunConfig
 from .data import create_dataset
-from .episodes import EpisodeSet, EpisodeSpec, get_or_create_episodes
+from .episodes import EpisodeSet, EpisodeSpec, get_or_create_episodes, make_episodes_dir
 from .errors import BenchError, RunFailed
 from .fileio import atomic_open, write_atomic
 from .results import (ROWS, RowLog, check_output_dir, create_output_dir, read_rows,
@@ -161,7 +161,8 @@ def summarise(rows: pd.DataFrame, methods: tuple[str, ...]) -> tuple[pd.DataFram
 
 
 def _previous_episode_batch(previous: dict | None) -> int | None:
-    """The episode group of a stopped run (older run.json files have it under timing)."""
+    """The episode group of a stopped run (older run.json files have it under timing);
+    `results.read_record` checked that it is a positive int."""
     if previous is None:
         return None
     return previous.get("episode_batch") or (previous.get("timing") or {}).get("episode_batch")
@@ -247,6 +248,7 @@ def _read_inputs(cfg: RunConfig, episodes: EpisodeSet | None = None) -> _Inputs:
         _check_same_data(cfg, data, episodes)
         episode_file, created = None, False
     else:
+        make_episodes_dir(cfg.episodes_dir)  # its own message, not one about the data set
         try:
             episodes, episode_file, created = get_or_create_episodes(
                 data.labels, spec, data.fingerprint(), cfg.episodes_dir)
@@ -306,8 +308,11 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
         done: list[dict] = []
         if previous is not None:
             _check_resumable(previous, record, out)
-            done = [r for r in read_rows(out / ROWS, warn=lambda m: echo(f"warning: {m}"))
-                    if r.get("method") in cfg.methods]
+            # checked here, before anything is written: a bad row found later (in the
+            # summary) would leave a run.json rewritten without its finished fields
+            done = [r for r in read_rows(out / ROWS, warn=lambda m: echo(f"warning: {m}"),
+                                         episodes=cfg.episodes)
+                    if r["method"] in cfg.methods]
             record["started"] = previous.get("started", record["started"])
             record["resumed"] = [*previous.get("resumed", []),
                                  _dt.datetime.now().isoformat(timespec="seconds")]

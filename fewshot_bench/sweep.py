@@ -34,9 +34,10 @@ import pandas as pd
 
 from . import analysis
 from .config import CONTRASTIVE, METHODS, RunConfig
+from .episodes import make_episodes_dir
 from .errors import BenchError
 from .fileio import write_atomic
-from .results import RESUME_FREE, check_output_dir
+from .results import RECORD, RESUME_FREE, check_output_dir, read_object, read_record
 
 __all__ = ["PARAMS", "parse_params", "grid_points", "plan_sweep", "choose", "select_point",
            "run_sweep", "SweepPlan", "SweepResult"]
@@ -378,7 +379,7 @@ def select_point(val_cfg: RunConfig, grid: Grid, out: str | Path, target: str, *
     write_atomic(out / "results.md", f"# {title}\n\n" + results_markdown(plan, table, best)
                  + f"\n\n\\* chosen: the highest mean {val_cfg.split} accuracy of {target} "
                  "(ties: the first grid point).\n")
-    record = json.loads((folders[-1].path / "run.json").read_text())
+    record = read_record(folders[-1].path / RECORD)
     return {
         "split": val_cfg.split, "target": target,
         "rule": f"highest mean {val_cfg.split} accuracy of {target}; ties: the first grid point",
@@ -448,12 +449,9 @@ def _check_sweep_dir(out: Path, record: dict) -> dict | None:
     if not path.is_file():
         raise BenchError(f"The folder {out} already holds files but no {SWEEP_RECORD}, so it is "
                          "not a sweep to resume. Choose another --out.")
-    try:
-        previous = json.loads(path.read_text())
-        before_cfg = previous["config"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BenchError(f"Cannot resume the sweep in {out}: its {SWEEP_RECORD} is unreadable "
-                         f"({exc}). Choose another --out.") from exc
+    previous = read_object(path, {"config": dict}, required=("config",),
+                           fix="Restore it, or choose another --out for a new sweep.")
+    before_cfg = previous["config"]
     changes = []
     for key, flag in (("grid", "--param"), ("select_on", "--select-on"), ("target", "--target")):
         if json.dumps(previous.get(key)) != json.dumps(record[key]):
@@ -513,8 +511,14 @@ def run_sweep(cfg: RunConfig, grid: Grid, out: str | Path, *, select_on: str | N
     previous = _check_sweep_dir(out, record)
     _check_folders(phases.get(select_on, []))
     _check_folders(_folders(plan, out, range(len(plan.points))))  # any point may be chosen
+    # the runs would fail on an unusable --episodes-dir only after sweep.json is written
+    make_episodes_dir(cfg.episodes_dir)
     # every input checked: the work starts
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"Cannot create the sweep folder {out} ({exc.strerror or exc}). Pass "
+                         "a writable --out.") from None
     if previous is not None:
         record["started"] = previous.get("started", record["started"])
     write_atomic(out / SWEEP_RECORD, json.dumps(record, indent=2) + "\n")

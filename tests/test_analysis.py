@@ -175,6 +175,13 @@ def test_bad_tables(df, words):
         method_summary(df)
 
 
+def test_a_nan_accuracy_is_named_plainly():
+    df = pd.DataFrame({"episode": [0], "method": ["a"], "accuracy": [np.float64("nan")]})
+    with pytest.raises(BenchError) as info:
+        method_summary(df)
+    assert "got nan for method 'a'" in str(info.value) and "np.float64" not in str(info.value)
+
+
 def test_bad_comparisons():
     df, _, _ = results(n=5)
     with pytest.raises(BenchError, match="No results for method 'nope'"):

@@ -157,12 +157,25 @@ def test_weights_file_for_another_architecture(tmp_path):
         create_backbone("resnet10t", weights=lite0_file)
 
 
+def test_weights_of_another_shape_say_so_in_one_paragraph(tmp_path):
+    source = timm.create_model("resnet10t", pretrained=False, num_classes=0).state_dict()
+    source["conv1.0.weight"] = torch.zeros(8, 3, 3, 3)  # another width than the model's 24
+    path = tmp_path / "narrow.pth"
+    torch.save(source, path)
+    with pytest.raises(BenchError) as info:
+        create_backbone("resnet10t", weights=path)
+    message = str(info.value)
+    assert "\n" not in message and "another architecture than --backbone resnet10t" in message
+    assert "size mismatch for conv1.0.weight: [8, 3, 3, 3] in the file, [24, 3, 3, 3]" in message
+    assert message.endswith("Pass the --backbone they were trained for, or weights for this one.")
+
+
 def test_corrupt_or_missing_weights_file(tmp_path):
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(os.urandom(4096))
     with pytest.raises(BenchError, match="garbage.pth"):
         create_backbone("resnet10t", weights=garbage)
-    with pytest.raises(BenchError, match="missing.pth"):
+    with pytest.raises(BenchError, match=r"missing.pth does not exist.*Check the --weights path"):
         create_backbone("resnet10t", weights=tmp_path / "missing.pth")
 
 

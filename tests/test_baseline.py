@@ -164,6 +164,103 @@ def test_unreadable_files_exit_2(tmp_path):
         assert r.exit_code == 2, explain(r)
 
 
+def test_out_inside_the_run_or_on_a_foreign_file_is_refused(tmp_path):
+    run = write_run(tmp_path / "run", {"ce": accuracies(10, 0.6, 1)})
+    episode_file = tmp_path / "eps" / "x.npz"
+    episode_file.parent.mkdir()
+    episode_file.write_bytes(b"PK\x03\x04 not really")
+    other = write_run(tmp_path / "other", {"ce": accuracies(10, 0.6, 1)})
+    files = [run / "run.json", run / "episodes.jsonl", run / "new.json", episode_file,
+             other / "run.json"]
+    before = {f: f.read_bytes() for f in files if f.exists()}
+    for out, words in [(run / "run.json", "inside the run folder"),
+                       (run / "episodes.jsonl", "inside the run folder"),
+                       (run / "new.json", "inside the run folder"),
+                       (episode_file, "not a baseline file"), (other / "run.json", "not a baseline")]:
+        r = invoke(["baseline", str(run), "--out", str(out)])
+        assert r.exit_code == 2 and words in r.stderr, explain(r)
+        assert "\n" not in r.stderr.strip()
+    assert {f: f.read_bytes() for f in files if f.exists()} == before
+    assert not (run / "new.json").exists()
+    # an earlier baseline is replaced, as the help says
+    good = tmp_path / "b.json"
+    create_baseline(other, good)
+    r = invoke(["baseline", str(run), "--out", str(good)])
+    assert r.exit_code == 0, explain(r)
+    assert json.loads(good.read_text())["source_run"] == str(run)
+
+
+def _damage_baseline(path: Path, method: str, **changes) -> None:
+    data = json.loads(path.read_text())
+    data["methods"][method].update(changes)
+    path.write_text(json.dumps(data).replace('"INF"', "1e400"))
+
+
+@pytest.mark.parametrize("changes, words", [
+    (dict(episodes=[], accuracy=[]), "no per-episode accuracies"),
+    (dict(episodes=list(range(100, 130))), "episode 100 is out of range"),
+    (dict(episodes=["INF"] + list(range(1, 30))), "episode inf"),
+    (dict(accuracy=[float("nan")] * 30), "accuracy nan"),
+    (dict(accuracy=[0.5] * 29), "30 episode ids but 29 accuracies"),
+    (dict(episodes=[0] * 30), "lists an episode twice"),
+])
+def test_a_damaged_baseline_exits_2_and_says_so(tmp_path, changes, words):
+    run = write_run(tmp_path / "run", {"ce": accuracies(30, 0.6, 1)})
+    base = tmp_path / "b.json"
+    create_baseline(run, base)
+    _damage_baseline(base, "ce", **changes)
+    r = invoke(["check", str(run), "--baseline", str(base)])
+    assert r.exit_code == 2, explain(r)
+    assert words in r.stderr and "baseline file" in r.stderr and "damaged" in r.stderr, r.stderr
+    assert "np.float64" not in r.stderr and "FAIL" not in r.output
+
+
+def test_baseline_ids_matching_none_of_the_runs_is_damage_not_a_fail(tmp_path):
+    # ids in range for the baseline's config, but the run (same episode file) has others
+    run = write_run(tmp_path / "run", {"ce": accuracies(30, 0.6, 1)})
+    base = tmp_path / "b.json"
+    create_baseline(run, base)
+    data = json.loads(base.read_text())
+    data["config"]["episodes"] = 100
+    data["methods"]["ce"]["episodes"] = list(range(50, 80))
+    base.write_text(json.dumps(data))
+    r = invoke(["check", str(run), "--baseline", str(base)])
+    assert r.exit_code == 2 and "match none of the run's" in r.stderr, explain(r)
+
+
+def test_a_run_whose_method_never_completed_is_not_stored(tmp_path):
+    run = write_run(tmp_path / "run", {"ce": accuracies(3, 0.6, 1)}, failed={"ce": [0, 1, 2]})
+    r = invoke(["baseline", str(run), "--out", str(tmp_path / "b.json")])
+    assert r.exit_code == 2 and "Every episode of ce failed" in r.stderr, explain(r)
+    assert not (tmp_path / "b.json").exists()
+
+
+@pytest.mark.parametrize("command", ["baseline", "check"])
+@pytest.mark.parametrize("damage, words", [
+    (lambda run: (run / "run.json").write_text("null"), "holds null"),
+    (lambda run: (run / "run.json").write_text("[]"), "holds a list"),
+    (lambda run: (run / "run.json").write_text(json.dumps(
+        {**json.loads((run / "run.json").read_text()), "hardware": "x"})), "'hardware' is a string"),
+    (lambda run: (run / "episodes.jsonl").write_text(
+        (run / "episodes.jsonl").read_text() + "5\n"), "line 31 is damaged"),
+    (lambda run: (run / "episodes.jsonl").write_text(
+        (run / "episodes.jsonl").read_text() + '{"episode": 99, "method": "ce", "accuracy": 0.5}\n'),
+     "out of range"),
+    (lambda run: (run / "episodes.jsonl").write_bytes(
+        b"\xff" + (run / "episodes.jsonl").read_bytes()), "line 1"),
+])
+def test_a_damaged_run_exits_2(tmp_path, command, damage, words):
+    run = write_run(tmp_path / "run", {"ce": accuracies(30, 0.6, 1)})
+    base = tmp_path / "b.json"
+    create_baseline(run, base)
+    damage(run)
+    args = ({"baseline": ["baseline", str(run), "--out", str(tmp_path / "new.json")],
+             "check": ["check", str(run), "--baseline", str(base)]})[command]
+    r = invoke(args)
+    assert r.exit_code == 2 and words in r.stderr, explain(r)
+    assert "Traceback" not in r.output and "\n" not in r.stderr.strip()
+
+
 # --------------------------------------------------------------------------------------
 # The statistics, on fake runs
 # --------------------------------------------------------------------------------------

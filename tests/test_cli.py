@@ -155,6 +155,15 @@ BAD_INPUTS = {
     "out is an existing file": lambda tmp: ["--out", str(_a_file(tmp))],
     "negative weight decay": lambda tmp: ["--weight-decay", "-1"],
     "nan logit scale": lambda tmp: ["--logit-scale", "nan"],
+    "episodes-dir is a file": lambda tmp: ["--episodes-dir", str(_a_file(tmp))],
+    "episodes-dir under a file": lambda tmp: ["--episodes-dir", str(_a_file(tmp) / "eps")],
+    "episodes-dir cannot be created": lambda tmp: ["--episodes-dir", "/proc/nope"],
+    "too many episodes": lambda tmp: ["--episodes", "1000000000000"],
+    "episodes beyond int64": lambda tmp: ["--episodes", "99999999999999999999"],
+    "too many steps": lambda tmp: ["--steps", "99999999999999999999"],
+    "too many bank views": lambda tmp: ["--bank-views", "99999999999999999999"],
+    "huge image size": lambda tmp: ["--image-size", "100000"],
+    "missing weights file": lambda tmp: ["--weights", str(tmp / "nope.pth")],
 }
 
 
@@ -181,6 +190,8 @@ def test_bad_input_is_refused_before_results_are_written(bad, tiny, tmp_path):
     assert_refused(result)
     assert not refused.exists() or not any(refused.iterdir())
     assert not (tmp_path / "results").exists()  # the default results folder was not used
+    if "--episodes-dir" in extra:  # about the folder, not the data set it was sampled from
+        assert "--episodes-dir" in result.stderr and "data set" not in result.stderr
 
 
 def test_non_empty_out_is_refused_and_left_untouched(tiny, tmp_path):

@@ -23,6 +23,7 @@ def test_defaults_validate():
     dict(tune="head", methods=("protonet", "ce")),
     dict(lam=0.0), dict(lam=1.0), dict(beta=0.0), dict(steps=0), dict(lr=0.0),
     dict(image_size=16), dict(episode_batch=1), dict(device="cpu"),
+    dict(episodes=100_000), dict(steps=100_000), dict(bank_views=256), dict(image_size=1024),
     dict(optimizer="sgd"), dict(tune="full"),
 ], ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
 def test_valid_edge_values_pass(overrides):
@@ -58,6 +59,12 @@ BAD = {
     "logit_scale=0": dict(logit_scale=0.0),
     "image_size=8": dict(image_size=8),
     "episode_batch=0": dict(episode_batch=0),
+    # typos that would exhaust memory or run for ever (see the bounds in config.py)
+    "episodes=1e12": dict(episodes=10**12),
+    "episodes>int64": dict(episodes=10**20),
+    "steps>int64": dict(steps=10**20),
+    "bank_views>int64": dict(bank_views=10**20),
+    "image_size=100000": dict(image_size=100_000),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import time
 
 import numpy as np
@@ -197,9 +198,20 @@ def test_failed_write_cleans_up(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(np, "savez_compressed", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(BenchError, match="disk full"):
         save_episodes(es, tmp_path)
     assert os.listdir(tmp_path) == []
+
+
+def test_unusable_episodes_dir_is_a_bench_error(tmp_path):
+    es = sample_episodes(make_labels(), spec(), FP)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for directory, words in [(a_file, "is a file, not a folder"), (a_file / "sub", "Cannot create"),
+                             (Path("/proc/nope"), "Cannot create")]:
+        with pytest.raises(BenchError, match=words):
+            save_episodes(es, directory)
+    assert a_file.read_text() == "x"
 
 
 def _rewrite(path, **changes):

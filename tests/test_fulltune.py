@@ -164,6 +164,22 @@ def test_foreign_or_file_out_is_refused(tmp_path):
     assert a_file.read_text() == "x"
 
 
+@pytest.mark.parametrize("record, words", [
+    ({"kind": fulltune.KIND, "config": []}, "'config' is a list, not an object"),
+    ({"kind": fulltune.KIND, "config": {}, "weights": "x"}, "'weights' is a string"),
+    (None, "holds null"),
+])
+def test_damaged_finetune_record_is_refused(tmp_path, record, words):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / fulltune.RECORD).write_text(json.dumps(record))
+    result = invoke(["finetune", "--out", str(out), *TINY])
+    assert_refused(result)
+    assert words in result.stderr and "damaged" in result.stderr
+    assert [p.name for p in out.iterdir()] == [fulltune.RECORD]
+    assert json.loads((out / fulltune.RECORD).read_text()) == record
+
+
 def test_holdout_split_is_stratified_grouped_and_seeded():
     data = create_dataset("emoji", "train")
     groups = data.meta["unified"]

@@ -273,6 +273,38 @@ def test_bad_input_exits_2_with_a_message(tmp_path, case):
     assert result.stderr.startswith("error: ") and "Traceback" not in result.output
 
 
+def _rewrite_log(run, text: str) -> None:
+    log = run / "episodes.jsonl"
+    log.write_text(log.read_text() + text)
+
+
+DAMAGED_RUNS = {  # damage -> words of the message
+    "run.json null": (lambda run: (run / "run.json").write_text("null"), "holds null"),
+    "run.json a list": (lambda run: (run / "run.json").write_text("[]"), "holds a list"),
+    "hardware a string": (lambda run: (run / "run.json").write_text(json.dumps(
+        {**json.loads((run / "run.json").read_text()), "hardware": "x"})), "'hardware' is a string"),
+    "a number row": (lambda run: _rewrite_log(run, "5\n"), "line 11 is damaged"),
+    "a row without episode": (lambda run: _rewrite_log(run, '{"method": "ce", "accuracy": 0.5}\n'),
+                              "lacks 'episode'"),
+    "episode out of range": (lambda run: _rewrite_log(
+        run, '{"episode": 99, "method": "ce", "accuracy": 0.5}\n'), "out of range"),
+    "a 0xff byte": (lambda run: (run / "episodes.jsonl").write_bytes(
+        b"\xff" + (run / "episodes.jsonl").read_bytes()), "is corrupt: line 1"),
+    "log is a folder": (lambda run: ((run / "episodes.jsonl").unlink(),
+                                     (run / "episodes.jsonl").mkdir()), "Cannot read"),
+}
+
+
+@pytest.mark.parametrize("damage, words", list(DAMAGED_RUNS.values()), ids=list(DAMAGED_RUNS))
+def test_a_damaged_run_folder_exits_2_naming_the_damage(tmp_path, damage, words):
+    run = write_run(tmp_path / "run", {"ce": accuracies(10, 0.5, 1)})
+    damage(run)
+    result = invoke(["report", str(run), "--out", str(tmp_path / "rep"), "--no-figures"])
+    assert result.exit_code == 2, explain(result)
+    assert words in result.stderr and str(run) in result.stderr, result.stderr
+    assert "Traceback" not in result.output and "\n" not in result.stderr.strip()
+
+
 def test_unfinished_run_and_broken_last_line_are_noted(tmp_path):
     run = write_run(tmp_path / "run", {"ce": accuracies(10, 0.5, 1)}, finished=False)
     with open(run / "episodes.jsonl", "a") as f:
@@ -281,6 +313,7 @@ def test_unfinished_run_and_broken_last_line_are_noted(tmp_path):
     assert any("did not finish" in n for n in rep.notes)
     assert any("incomplete" in n for n in rep.notes)
     assert rep.accuracy.iloc[0]["n"] == 10
+    assert (run / "episodes.jsonl").read_text().endswith('"meth')  # a reader cuts nothing
 
 
 # --------------------------------------------------------------------------------------

@@ -211,6 +211,46 @@ def test_sweeps_that_cannot_work_exit_2(tiny, tmp_path, extra, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_unusable_episodes_dir_exits_2_before_the_sweep_folder_exists(tiny, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for episodes in (a_file, a_file / "eps"):
+        result = invoke(sweep_args(tiny, episodes, tmp_path / "out", *GRID), tmp_path)
+        assert result.exit_code == 2, explain(result)
+        assert "--episodes-dir" in result.stderr and "Traceback" not in result.output
+        assert not (tmp_path / "out").exists()
+
+
+def test_damaged_sweep_record_exits_2(tiny, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps({"config": None, "grid": []}))
+    result = invoke(sweep_args(tiny, tmp_path / "episodes", out, *GRID), tmp_path)
+    assert result.exit_code == 2, explain(result)
+    assert "'config' is null, not an object" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["sweep.json"]
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda run: (run / "run.json").write_text(json.dumps(
+        {**json.loads((run / "run.json").read_text()), "hardware": "x"})), "'hardware' is a string"),
+    (lambda run: (run / "run.json").write_text("null"), "holds null"),
+    (lambda run: (run / "episodes.jsonl").write_text(
+        (run / "episodes.jsonl").read_text() + "5\n"), "episodes.jsonl line"),
+])
+def test_a_damaged_run_folder_in_the_sweep_exits_2(first_sweep, tiny, work, tmp_path, damage,
+                                                   words):
+    _, first, _ = first_sweep
+    out = tmp_path / "sweep"
+    shutil.copytree(first, out)
+    damage(out / "runs" / "base")
+    before = {p: p.read_bytes() for p in (out / "runs").rglob("*") if p.is_file()}
+    result = invoke(sweep_args(tiny, work / "episodes", out, *GRID, "--no-figures"), work)
+    assert result.exit_code == 2, explain(result)
+    assert words in result.stderr and "runs/base" in result.stderr, explain(result)
+    assert {p: p.read_bytes() for p in (out / "runs").rglob("*") if p.is_file()} == before
+
+
 def test_parse_params_names_and_types():
     grid = sweep.parse_params(["Lambda=0, 0.5", "weight-decay=1e-4", "steps=10,20.0", "lr=.1"])
     assert grid == {"lambda": (0.0, 0.5), "weight_decay": (1e-4,), "steps": (10, 20), "lr": (0.1,)}

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -11,6 +10,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..errors import BenchError
+from ..results import RECORD, ROWS, read_record, read_rows
 from .fields import LOSS_FIELDS, TRAIN_FIELDS
 
 
@@ -80,36 +80,23 @@ def find_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
 
 def load_run(path: str | Path) -> Run:
     path = Path(path)
-    try:
-        record = json.loads((path / "run.json").read_text())
-    except FileNotFoundError:
+    if not (path / RECORD).is_file():
         raise BenchError(f"{path} is not a run folder: it has no run.json. Pass folders "
-                         "written by `bench run`.") from None
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"Cannot read {path / 'run.json'} ({exc}); the run folder is damaged.") from exc
-    config = record.get("config") or {}
-    episodes = record.get("episodes") or {}
+                         "written by `bench run`.")
+    record = read_record(path / RECORD)
+    config, episodes = record["config"], record.get("episodes", {})
     content_hash = episodes.get("content_hash")
-    if not config or not content_hash:
+    if not content_hash:
         raise BenchError(f"{path / 'run.json'} lacks the run configuration or the episode file's "
                          "content hash; it was not written by this version of `bench run`.")
     notes: list[str] = []
-    rows = []
-    log = path / "episodes.jsonl"
-    if not log.is_file():
+    log = path / ROWS
+    if not log.exists():
         raise BenchError(f"{path} has no episodes.jsonl: the run wrote no results (it stopped "
                          "before its first episode). Re-run it or leave it out.")
-    lines = log.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            if i == len(lines) - 1:  # a run killed while writing its last line
-                notes.append(f"{path.name}: the last line of episodes.jsonl is incomplete and was skipped.")
-                continue
-            raise BenchError(f"{log} line {i + 1} is not valid JSON; the file is damaged.") from None
+    # repair=False: reading must not cut the last line of a run that is still writing it
+    rows = read_rows(log, episodes=config["episodes"], repair=False, warn=lambda m: notes.append(
+        f"{path.name}: the last line of episodes.jsonl is incomplete and was skipped."))
     df = pd.DataFrame(rows)
     for col, default in (("status", "ok"), ("loss_curve", None), ("reason", "")):
         if col not in df:
