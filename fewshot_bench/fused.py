@@ -21,6 +21,7 @@ for good, with a warning, if compiling fails (no compiler, an unsupported platfo
 from __future__ import annotations
 
 import functools
+import logging
 import warnings
 
 import torch
@@ -49,6 +50,10 @@ def worth_compiling(images: int, feature_shape: torch.Size, device: torch.device
 
 @functools.lru_cache(maxsize=None)
 def _kernel(lo: float, hi: float):
+    # inductor's CPU build path imports cpp_extension, which logs "No CUDA runtime is found"
+    # on every CPU-only machine: noise in the middle of a run's output
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
     def gather_affine_clamp_pool(flat_bank: Tensor, rows: Tensor, w: Tensor, b: Tensor):
         g, n = rows.shape
         x = flat_bank[rows.flatten()].view(g, n, *flat_bank.shape[1:]).to(w.dtype)
