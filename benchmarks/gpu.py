@@ -112,7 +112,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "channels-last layout")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the engine's forward of the trained part (falls back "
-                        "to eager with a note if compiling fails)")
+                        "to eager with a note if compiling fails); with --tune norm, the "
+                        "engine's own compiled step instead (fused.py, bench run's default)")
     p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="the card's dense bf16 peak [default: from the built-in table]")
@@ -362,7 +363,7 @@ def main(argv=None) -> int:
         support = torch.from_numpy(eps.support).to(device)
         query = torch.from_numpy(eps.query).to(device)
         engine = EpisodeFinetuner(split, bank, ways=a.ways, shots=shots, device=device,
-                                  autocast_dtype=autocast)
+                                  autocast_dtype=autocast, compile=a.compile)
         fixed, per_step = count_flops(engine, support, query, a.seed, mcfg)
         train_images = a.ways * shots * a.views  # per episode and step
         per_train_image = per_step / train_images
