@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from .backbones import backbone_data_config, create_backbone
 from .bank import augmented_views, interpolation_mode
+from .config import MAX_IMAGE_SIZE, MAX_STEPS
 from .data import create_dataset
 from .errors import BenchError, RunFailed
 from .fileio import atomic_open, file_sha256, write_atomic
@@ -51,6 +52,7 @@ FT_METHODS = ("ce", "schane")
 HEADS = ("cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_EPOCHS = 5
+MAX_EPOCHS = 10_000  # and MAX_STEPS, MAX_IMAGE_SIZE from config: typos, not real runs
 HEAD_LR_FACTOR = 10.0  # the new head learns 10x faster than the pretrained backbone
 RECORD = "finetune.json"
 WEIGHTS = "weights.pth"
@@ -133,8 +135,14 @@ class FullFinetuneConfig:
             bad(f"Unknown --head '{self.head}'. Use cosine or linear.")
         if self.logit_scale <= 0:
             bad(f"--logit-scale must be positive (got {self.logit_scale}).")
-        if self.image_size is not None and self.image_size < 16:
-            bad(f"--image-size must be at least 16 pixels (got {self.image_size}).")
+        if self.image_size is not None and not 16 <= self.image_size <= MAX_IMAGE_SIZE:
+            bad(f"--image-size must be between 16 and {MAX_IMAGE_SIZE} pixels (got "
+                f"{self.image_size}); leave it out for the data set's or backbone's size.")
+        # bounds far above real use, as bench run's: a typo is refused before any work
+        if self.epochs is not None and self.epochs > MAX_EPOCHS:
+            bad(f"--epochs must be at most {MAX_EPOCHS} (got {self.epochs}).")
+        if self.steps is not None and self.steps > MAX_STEPS:
+            bad(f"--steps must be at most {MAX_STEPS} (got {self.steps}).")
         if self.device not in DEVICES:
             bad(f"Unknown --device '{self.device}'. Use auto, cpu or cuda.")
         return self

@@ -140,6 +140,8 @@ def assert_refused(result):
     (["--batch-size", "100000"], "larger than the"),
     (["--lambda", "2"], "--lambda must lie in [0, 1]"),
     (["--tau", "0"], "--tau must be positive"),
+    (["--steps", "99999999999999999999"], "--steps must be at most"),
+    (["--image-size", "100000"], "--image-size must be between 16 and"),
 ])
 def test_bad_input_is_refused(tmp_path, extra, words):
     out = tmp_path / "out"
