@@ -243,7 +243,6 @@ def _read_inputs(cfg: RunConfig, episodes: EpisodeSet | None = None) -> _Inputs:
     data = create_dataset(cfg.dataset, cfg.split, cfg.data_root)
     spec = EpisodeSpec(cfg.dataset, cfg.split, cfg.ways, cfg.shots, cfg.queries, cfg.episodes,
                        cfg.seed, cfg.shots_dist)
-    source = data.meta.get("source")
     if episodes is not None:
         _check_same_data(cfg, data, episodes)
         episode_file, created = None, False
@@ -253,6 +252,7 @@ def _read_inputs(cfg: RunConfig, episodes: EpisodeSet | None = None) -> _Inputs:
             episodes, episode_file, created = get_or_create_episodes(
                 data.labels, spec, data.fingerprint(), cfg.episodes_dir)
         except BenchError as exc:  # say which files the too-small split came from
+            source = data.meta.get("source")
             raise BenchError(f"{exc} (data set {cfg.dataset} read from {source})" if source
                              else str(exc)) from exc
     model = create_backbone(cfg.backbone, weights=cfg.weights)
@@ -267,10 +267,11 @@ def _check_same_data(cfg: RunConfig, data, episodes: EpisodeSet) -> None:
     rank 0 made or loaded the episodes for, or the ranks would score different images."""
     where = f"rank {distributed.rank()} on {socket.gethostname()}"
     read_from = f" read from {data.meta['source']}" if data.meta.get("source") else ""
-    if data.fingerprint() != episodes.data_fingerprint:
+    here = data.fingerprint()
+    if here != episodes.data_fingerprint:
         raise BenchError(
             f"{where}: the data set {cfg.dataset}/{cfg.split}{read_from} differs from rank 0's "
-            f"(data fingerprint {data.fingerprint()} here, {episodes.data_fingerprint} on rank "
+            f"(data fingerprint {here} here, {episodes.data_fingerprint} on rank "
             "0), so the ranks would fine-tune on different images. Give every machine the same "
             "copy of the data (the same files under --data-root), then rerun.")
     try:

@@ -151,7 +151,7 @@ BAD_INPUTS = {
     "tune head with schane": lambda tmp: ["--tune", "head"],
     "garbage weights file": _garbage_weights,
     "out under a regular file": lambda tmp: ["--out", str(_a_file(tmp) / "sub")],
-    # Not in the original list; these currently fail (see the bug report):
+    # found by an audit of bad input; each gave a traceback before it was fixed
     "out is an existing file": lambda tmp: ["--out", str(_a_file(tmp))],
     "negative weight decay": lambda tmp: ["--weight-decay", "-1"],
     "nan logit scale": lambda tmp: ["--logit-scale", "nan"],

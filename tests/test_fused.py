@@ -8,21 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from timm.layers import BatchNormAct2d
 from torch import nn
 
 from fewshot_bench import fused
 from fewshot_bench.finetune import FinetuneConfig
-from fewshot_bench.split import AffineAct
 from test_finetune import N_EPISODES, run, setup  # noqa: F401 - setup: the fixture
-
-
-def _affine(act: type[nn.Module], channels: int) -> AffineAct:
-    bn = BatchNormAct2d(channels, act_layer=act)
-    with torch.no_grad():
-        bn.weight.copy_(torch.linspace(0.5, 2.0, channels))
-        bn.bias.copy_(torch.linspace(-1.0, 1.0, channels))
-    return AffineAct(bn)
+from test_split import _affine
 
 
 @pytest.mark.parametrize("act", [nn.ReLU6, nn.ReLU])

@@ -36,17 +36,23 @@ _SECTIONS = (
 )
 
 
+def _sections(tables, figs):
+    """(heading, blurb, table or None, [(caption, png)]) of each section with content."""
+    for key, heading, name, blurb in _SECTIONS:
+        table = tables[name] if name in tables and tables[name].rows else None
+        sec_figs = [(c, p) for k, c, p in figs if k == key]
+        if table is not None or sec_figs:
+            yield heading, blurb, table, sec_figs
+
+
 def _markdown_report(title, merged, tables, runs_t, figs, notes, out: Path) -> str:
     parts = [f"# {title}\n"]
-    for key, heading, table, blurb in _SECTIONS:
-        sec_figs = [(c, p) for k, c, p in figs if k == key]
-        if (table is None or table not in tables or not tables[table].rows) and not sec_figs:
-            continue
+    for heading, blurb, table, sec_figs in _sections(tables, figs):
         parts.append(f"## {heading}\n")
         if blurb:
             parts.append(blurb + "\n")
-        if table in tables and tables[table].rows:
-            parts.append(tables[table].markdown())
+        if table is not None:
+            parts.append(table.markdown())
         for caption, png in sec_figs:
             parts.append(f"![{caption}]({png.relative_to(out).as_posix()})\n\n*{caption}* "
                          f"([PDF]({png.with_suffix('.pdf').relative_to(out).as_posix()}))\n")
@@ -67,15 +73,12 @@ th{background:#f4f4f4}figure{margin:1.5em 0}img{max-width:100%}figcaption{font-s
 def _html_report(title, merged, tables, runs_t, figs, notes) -> str:
     parts = [f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"]
-    for key, heading, table, blurb in _SECTIONS:
-        sec_figs = [(c, p) for k, c, p in figs if k == key]
-        if (table is None or table not in tables or not tables[table].rows) and not sec_figs:
-            continue
+    for heading, blurb, table, sec_figs in _sections(tables, figs):
         parts.append(f"<h2>{html.escape(heading)}</h2>\n")
         if blurb:
             parts.append(f"<p>{html.escape(blurb.replace('**', ''))}</p>\n")
-        if table in tables and tables[table].rows:
-            parts.append(tables[table].html())
+        if table is not None:
+            parts.append(table.html())
         for caption, png in sec_figs:
             data = base64.b64encode(png.read_bytes()).decode("ascii")
             parts.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
