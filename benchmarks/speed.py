@@ -36,10 +36,9 @@ from fewshot_bench.backbones import backbone_data_config, create_backbone
 from fewshot_bench.bank import build_bank, normalised_views
 from fewshot_bench.config import TUNE_MODES, RunConfig
 from fewshot_bench.data import create_dataset
-from fewshot_bench.episodes import EpisodeSpec, get_or_create_episodes
 from fewshot_bench.finetune import EpisodeFinetuner
 from fewshot_bench.reference import reference_finetune_episode
-from fewshot_bench.runner import episode_batch_size, method_config, resolve_device
+from fewshot_bench.runner import episode_batch_size, episodes_for, method_config, resolve_device
 from fewshot_bench.split import split_backbone
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,10 +96,8 @@ def main(argv=None) -> int:
     autocast = torch.bfloat16 if device.type == "cuda" else None  # as bench run
 
     data = create_dataset(cfg.dataset, cfg.split, cfg.data_root)
-    spec = EpisodeSpec(cfg.dataset, cfg.split, cfg.ways, cfg.shots, cfg.queries, cfg.episodes,
-                       cfg.seed)
-    all_episodes, episode_file, created = get_or_create_episodes(
-        data.labels, spec, data.fingerprint(), args.episodes_dir)
+    cfg.episodes_dir = args.episodes_dir
+    all_episodes, episode_file, created, _, _ = episodes_for(cfg, data)
     n = min(max(args.episodes, args.reference_episodes), len(all_episodes))
     n_ref = min(args.reference_episodes, n)
     episodes = all_episodes.subset(range(n))

@@ -45,7 +45,7 @@ __all__ = ["FORMAT", "MUST_MATCH", "create_baseline", "load_baseline", "check_ru
 
 FORMAT = "fewshot-bench-baseline/1"
 # The protocol: a run that differs here measures something else, and is refused.
-MUST_MATCH = ("dataset", "split", "ways", "shots", "queries")
+MUST_MATCH = ("dataset", "split", "ways", "shots", "queries", "grouped")
 # Where things are and what extra is saved: never results, never reported.
 IGNORED = {"data_root", "episodes_dir", "out", "episode_batch", "compile", "embeddings",
            "fail_fast", "methods"}
@@ -89,6 +89,9 @@ def _setting(record: dict) -> dict:
         "device": str(device).split(":")[0] if device else None,
         "data_fingerprint": episodes.get("data_fingerprint"),
         "episodes_hash": episodes.get("content_hash"),
+        # group-aware episodes hold no near-copies of support images among the queries:
+        # leaky ones score higher, so the two are not the same protocol
+        "grouped": bool(episodes.get("grouped", False)),
     })
     return out
 

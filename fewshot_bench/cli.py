@@ -64,6 +64,10 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--episodes", type=int, default=_DEFAULTS.episodes, show_default=True)
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True,
               help="Seeds the episodes, the augmentations and the view schedule.")
+@click.option("--groups", default=_DEFAULTS.groups, show_default=True, metavar="auto|none|FILE",
+              help="Images that are copies of one another never face each other across support "
+                   "and query: auto = the data set's own groups (emoji: code point), none, or a "
+                   "CSV from `bench data audit --groups-out` (merged with the data set's own).")
 @click.option("--backbone", default=_DEFAULTS.backbone, show_default=True, help="timm model name.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="Local timm-format weight file for --backbone.")

@@ -44,6 +44,9 @@ class RunConfig:
     queries: int = 15
     episodes: int = 600
     seed: int = 0
+    # which images are copies of one another (data/groups.py): auto (the data set's own
+    # groups: emoji code points), none, or a groups CSV from `bench data audit`
+    groups: str = "auto"
     # the network
     backbone: str = "tf_efficientnet_lite0"
     weights: str | None = None
@@ -91,6 +94,8 @@ class RunConfig:
         if self.episodes > MAX_EPISODES:
             bad(f"--episodes must be at most {MAX_EPISODES} (got {self.episodes}); 600 to 2000 "
                 "give confidence intervals well under a point.")
+        if not isinstance(self.groups, str) or not self.groups.strip():
+            bad(f"--groups must be auto, none or a groups file (got {self.groups!r}).")
         if not self.methods:
             bad("--methods is empty: give a comma list such as ce,schane.")
         unknown = [m for m in self.methods if m not in METHODS]

@@ -35,6 +35,8 @@ __all__ = [
     "load_episodes",
     "episode_path",
     "get_or_create_episodes",
+    "leak_free_classes",
+    "query_leaks",
 ]
 
 
@@ -51,20 +53,28 @@ class EpisodeSpec:
     seed: int
     # imbalanced episodes (shots.py): per-class shots drawn from this; `shots` is its maximum
     shots_dist: str | None = None
+    # group-aware: no query shares a group (e.g. an emoji's other drawing) with a support
+    # image of its episode, and each class's support images come from distinct groups
+    grouped: bool = False
 
     @property
     def key(self) -> str:
-        """File name stem, e.g. ``emoji-test-5w1s15q-600e-seed0``
-        (imbalanced: ``emoji-test-5wuniform1-5s15q-600e-seed0``)."""
+        """File name stem, e.g. ``emoji-test-5w1s15q-600e-seed0-grouped``
+        (imbalanced: ``emoji-test-5wuniform1-5s15q-600e-seed0-grouped``; without groups
+        the suffix is left out)."""
         shots = parse_shots_dist(self.shots_dist).slug if self.shots_dist else self.shots
         name = f"{self.dataset}-{self.split}-{self.ways}w{shots}s{self.queries}q-{self.episodes}e-seed{self.seed}"
+        name += "-grouped" if self.grouped else ""
         # Data set names come from a registry, but never let one escape the directory.
         return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        if d["shots_dist"] is None:  # balanced files (and their content hashes) stay as they were
+        # balanced and ungrouped files (and their content hashes) stay as they were
+        if d["shots_dist"] is None:
             del d["shots_dist"]
+        if not d["grouped"]:
+            del d["grouped"]
         return d
 
     def validate(self) -> None:
@@ -83,6 +93,8 @@ class EpisodeSpec:
             raise BenchError(f"--episodes must be at least 1 (got {self.episodes}); 600 or more is customary.")
         if self.seed < 0:
             raise BenchError(f"--seed must be 0 or more (got {self.seed}).")
+        if not isinstance(self.grouped, (bool, np.bool_)):
+            raise BenchError(f"grouped must be True or False, got {self.grouped!r}.")
         if self.shots_dist is not None and parse_shots_dist(self.shots_dist).hi != self.shots:
             raise BenchError(f"shots {self.shots} must equal the largest count of --shots-dist "
                              f"{self.shots_dist} (the width of the stored support set).")
@@ -245,7 +257,8 @@ def _check_data(labels: np.ndarray, spec: EpisodeSpec) -> tuple[np.ndarray, np.n
     return class_ids, counts
 
 
-def sample_episodes(labels: np.ndarray, spec: EpisodeSpec, data_fingerprint: str) -> EpisodeSet:
+def sample_episodes(labels: np.ndarray, spec: EpisodeSpec, data_fingerprint: str,
+                    groups: np.ndarray | None = None) -> EpisodeSet:
     """Draw `spec.episodes` episodes from `labels` with ``np.random.default_rng(spec.seed)``.
 
     Per episode: N classes without replacement (in random order), then K+Q distinct images
@@ -255,10 +268,21 @@ def sample_episodes(labels: np.ndarray, spec: EpisodeSpec, data_fingerprint: str
     Each draw takes the smallest of uniform random keys, one numpy call per episode, and
     episodes are drawn in order from one stream, so the first n episodes are the same for
     any ``spec.episodes >= n`` (600 and 2000 episodes with one seed share their first 600).
+
+    With ``spec.grouped``, `groups` (int64 [N]) says which images are copies of one another,
+    and the draw is group-aware (`_sample_grouped`): only classes that can give a leak-free
+    episode (`leak_free_classes`) take part.
     """
     spec.validate()
     labels = np.asarray(labels)
     class_ids, counts = _check_data(labels, spec)
+    if spec.grouped:
+        if groups is None or np.shape(groups) != labels.shape:
+            raise ValueError(f"grouped episodes {spec.key} need one group per image")
+        chosen, support, query, shots = _sample_grouped(labels, np.asarray(groups), spec)
+        return EpisodeSet(spec=spec, data_fingerprint=data_fingerprint, classes=chosen,
+                          support=support, query=query,
+                          shots=shots if spec.shots_dist else None)
     n_ways, k, q, e = spec.ways, spec.shots, spec.queries, spec.episodes
     m = k + q
 
@@ -299,6 +323,107 @@ def sample_episodes(labels: np.ndarray, spec: EpisodeSpec, data_fingerprint: str
         query=images[:, :, k:].reshape(e, n_ways * q),
         shots=shots if dist is not None else None,
     )
+
+
+def leak_free_classes(labels: np.ndarray, groups: np.ndarray, shots: int,
+                      queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which classes can always give `shots` support images from distinct groups and
+    `queries` query images from the other groups.
+
+    Returns (class ids, eligible bool mask, groups per class). The guarantee is for the
+    worst draw: the support taking the `shots` largest groups of the class must leave at
+    least `queries` images (emoji: 2 drawings per code point, so a class needs
+    2 * shots + queries images; 5-shot 15-query episodes need 25)."""
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    class_ids, inverse = np.unique(labels, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    eligible = np.zeros(len(class_ids), dtype=bool)
+    n_groups = np.zeros(len(class_ids), dtype=np.int64)
+    order = np.lexsort((groups, inverse))  # by class, then group
+    c_sorted, g_sorted = inverse[order], groups[order]
+    new = np.r_[True, (c_sorted[1:] != c_sorted[:-1]) | (g_sorted[1:] != g_sorted[:-1])]
+    run_class = c_sorted[new]  # one entry per (class, group)
+    run_size = np.diff(np.r_[np.flatnonzero(new), len(order)])
+    for c in range(len(class_ids)):
+        sizes = np.sort(run_size[run_class == c])[::-1]
+        n_groups[c] = len(sizes)
+        eligible[c] = len(sizes) >= shots and sizes.sum() - sizes[:shots].sum() >= queries
+    return class_ids, eligible, n_groups
+
+
+def query_leaks(episodes: EpisodeSet, groups: np.ndarray) -> np.ndarray:
+    """bool [E, N*Q]: which queries share a group with a (real) support image of their
+    episode, i.e. are a near-copy of one. All False for group-aware episodes."""
+    groups = np.asarray(groups)
+    support = np.where(episodes.support_mask, groups[episodes.support], -1 - groups.max(initial=0))
+    query = groups[episodes.query]
+    return (query[:, :, None] == support[:, None, :]).any(axis=2)
+
+
+def _grouped_pool(labels: np.ndarray, groups: np.ndarray, spec: EpisodeSpec) -> np.ndarray:
+    """The classes group-aware episodes of `spec` draw from; BenchError if too few."""
+    class_ids, eligible, n_groups = leak_free_classes(labels, groups, spec.shots, spec.queries)
+    if eligible.sum() < spec.ways:
+        where = f"{spec.dataset}/{spec.split}"
+        short = ", ".join(f"{int(c)} ({int(g)} groups)" for c, g in
+                          zip(class_ids[~eligible][:10], n_groups[~eligible][:10]))
+        raise BenchError(
+            f"--ways {spec.ways} needs {spec.ways} classes that can give {spec.shots} support "
+            f"images from distinct groups and {spec.queries} queries from other groups, but "
+            f"only {int(eligible.sum())} of the {len(class_ids)} classes of {where} can "
+            f"(short: {short}). Lower --ways, --shots or --queries, or pass --groups none to "
+            "sample without groups (queries may then be near-copies of support images).")
+    return class_ids[eligible]
+
+
+def _sample_grouped(labels: np.ndarray, groups: np.ndarray, spec: EpisodeSpec):
+    """The group-aware draw: per class, uniform random keys over its images; the support is
+    the first image (in key order) of each of the first K groups, the queries the first Q
+    images whose group is in no support set of the episode (any class: a near-copy filed
+    under another class is excluded too). A draw that leaves a class short of queries
+    (only through groups that span classes) is drawn again from the same stream."""
+    pool = _grouped_pool(labels, groups, spec)
+    n_ways, k, q, e = spec.ways, spec.shots, spec.queries, spec.episodes
+    members = [np.flatnonzero(labels == c) for c in pool]
+    member_groups = [groups[m] for m in members]
+    dist = parse_shots_dist(spec.shots_dist) if spec.shots_dist else None
+    rng = np.random.default_rng(spec.seed)
+    chosen = np.empty((e, n_ways), dtype=np.int64)
+    support = np.empty((e, n_ways, k), dtype=np.int64)
+    query = np.empty((e, n_ways, q), dtype=np.int64)
+    shots = np.full((e, n_ways), k, dtype=np.int64)
+    for i in range(e):
+        for _attempt in range(1000):
+            ckeys = rng.random(len(pool))
+            cls = np.argpartition(ckeys, n_ways - 1)[:n_ways] if n_ways < len(pool) else np.arange(n_ways)
+            cls = cls[np.argsort(ckeys[cls])]
+            orders = [members[c][np.argsort(rng.random(len(members[c])))] for c in cls]
+            taken = []
+            for j, order in enumerate(orders):
+                _, first = np.unique(groups[order], return_index=True)
+                support[i, j] = order[np.sort(first)[:k]]
+                taken.append(groups[support[i, j]])
+            taken = np.concatenate(taken)
+            ok = True
+            for j, order in enumerate(orders):
+                free = order[~np.isin(groups[order], taken)]
+                if len(free) < q:
+                    ok = False
+                    break
+                query[i, j] = free[:q]
+            if ok:
+                break
+        else:
+            raise BenchError(f"Could not draw episode {i} of {spec.key} without a query that "
+                             "shares a group with a support image in 1000 tries: groups span "
+                             "too many classes. Check the --groups file.")
+        chosen[i] = pool[cls]
+        if dist is not None:
+            shots[i] = dist.sample(rng, n_ways)
+    if dist is not None:  # unused slots repeat the class's first image (masked out later)
+        unused = np.arange(k)[None, None, :] >= shots[:, :, None]
+        support = np.where(unused, support[:, :, :1], support)
+    return chosen, support.reshape(e, n_ways * k), query.reshape(e, n_ways * q), shots
 
 
 def episode_path(spec: EpisodeSpec, directory: str | Path) -> Path:
@@ -387,7 +512,8 @@ def load_episodes(path: str | Path) -> EpisodeSet:
 
 
 def get_or_create_episodes(
-    labels: np.ndarray, spec: EpisodeSpec, data_fingerprint: str, directory: str | Path
+    labels: np.ndarray, spec: EpisodeSpec, data_fingerprint: str, directory: str | Path,
+    groups: np.ndarray | None = None,
 ) -> tuple[EpisodeSet, Path, bool]:
     """Load the stored episodes of `spec` from `directory`, or sample and store them.
 
@@ -410,6 +536,10 @@ def get_or_create_episodes(
                 "delete the file to resample and rerun every method on the new episodes."
             )
         es.check_against_labels(labels)
+        if spec.grouped and query_leaks(es, groups).any():
+            raise BenchError(f"The episode file {path} says it is group-aware, but some of its "
+                             "queries share a group with a support image: it was edited. Delete "
+                             "it to resample.")
         return es, path, False
-    es = sample_episodes(labels, spec, data_fingerprint)
+    es = sample_episodes(labels, spec, data_fingerprint, groups)
     return es, save_episodes(es, directory), True

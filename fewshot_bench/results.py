@@ -26,7 +26,7 @@ RECORD = "run.json"
 RESUME_FREE = {"out", "data_root", "episodes_dir", "embeddings", "fail_fast"}
 # Settings added later, as the run.json files written before them ran: a resume of such a
 # run must use these values.
-BEFORE_ADDED = {"compile": False}
+BEFORE_ADDED = {"compile": False, "groups": "none"}
 # The shape of run.json, as far as readers use it: field -> JSON type. Only "config" is
 # required (old and hand-made run folders lack the rest).
 RECORD_FIELDS = {"config": dict, "episodes": dict, "data": dict, "backbone": dict,

