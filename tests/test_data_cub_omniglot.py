@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fewshot_bench.data import create_dataset
+from fewshot_bench.data.cache import data_cache_dir
 from fewshot_bench.data.common import DECODE_SIZE
 from fewshot_bench.data.cub import split_of
 from fewshot_bench.data.omniglot import VAL_ALPHABETS
@@ -18,8 +19,9 @@ from test_data_fakes import (OMNIGLOT_TEST_ALPHABETS, OMNIGLOT_TRAIN_ALPHABETS, 
 
 
 @pytest.fixture(autouse=True)
-def user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path / "user-cache"))
+def user_cache(tmp_path_factory, monkeypatch):
+    """Outside tmp_path (the data root of most tests): nothing may appear in the data."""
+    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path_factory.mktemp("user-cache")))
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +82,8 @@ def test_cub_errors(tmp_path):
     before = files_under(tmp_path)
     msg = _error("cub", "test", tmp_path)
     assert str(victim) in msg and "cannot decode" in msg
-    new = files_under(tmp_path) - before
-    assert new <= {"CUB_200_2011/.fewshot-cache"}, new  # no cache, no temporary file
-    assert not list((base / ".fewshot-cache").iterdir())
+    assert files_under(tmp_path) == before  # nothing in the data folder
+    assert not list(data_cache_dir(base).iterdir())  # no cache, no temporary file
 
 
 def test_bench_run_on_cub(cub_root, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from fewshot_bench.data import create_dataset
+from fewshot_bench.data.cache import data_cache_dir
 from fewshot_bench.data.common import DECODE_SIZE
 from fewshot_bench.data.folder import auto_split
 from fewshot_bench.errors import BenchError
@@ -46,9 +47,10 @@ def test_automatic_split_is_written_and_reused(tmp_path):
     again = create_dataset(f"folder:{path}", "train")
     assert again.class_names == record["train"] and split_file.stat().st_mtime_ns == stamp
     assert auto_split([f"class_{c:02d}" for c in range(10)])["test"] == record["test"]  # seeded
-    # the cache lives in a hidden folder that is never taken for a class
-    assert (path / ".fewshot-cache").is_dir()
-    assert create_dataset(f"folder:{path}", "test").meta["cache_hit"] is True
+    # the decoded cache lives in the user cache, not in the folder
+    assert not (path / ".fewshot-cache").exists()
+    hit = create_dataset(f"folder:{path}", "test")
+    assert hit.meta["cache_hit"] is True and hit.meta["cache"].startswith(str(data_cache_dir(path)))
 
 
 def test_formats_and_modes_become_rgb(tmp_path):
@@ -111,9 +113,9 @@ def test_corrupt_image_names_the_file_and_writes_no_cache(tmp_path):
     before = files_under(path)
     msg = _error(path)
     assert str(victim) in msg and "cannot decode" in msg
-    assert not list((path / ".fewshot-cache").iterdir())
+    assert not list(data_cache_dir(path).iterdir())  # no cache, no temporary file
     # the seeded split file is complete (it does not depend on the images): kept for reuse
-    assert files_under(path) - before <= {".fewshot-cache", "split.json"}
+    assert files_under(path) - before <= {"split.json"}
     assert json.loads((path / "split.json").read_text())["test"] == split["test"]
 
 
