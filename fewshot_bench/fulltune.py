@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .backbones import backbone_data_config, create_backbone
+from .backbones import backbone_data_config, create_backbone, default_input_size
 from .bank import augmented_views, interpolation_mode
 from .config import MAX_IMAGE_SIZE, MAX_STEPS
 from .data import create_dataset
@@ -355,7 +355,8 @@ def finetune_full(cfg: FullFinetuneConfig, progress: bool = True,
     out = Path(cfg.out) if cfg.out else default_out_dir(cfg)
     previous = _check_out(cfg, out)
 
-    data = create_dataset(cfg.dataset, cfg.split, cfg.data_root)
+    data = create_dataset(cfg.dataset, cfg.split, cfg.data_root,
+                          image_size=cfg.image_size or default_input_size(cfg.backbone))
     groups = data.meta.get("unified")
     if groups is not None and len(groups) != len(data):
         groups = None

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import analysis, distributed, fused
-from .backbones import backbone_data_config, create_backbone
+from .backbones import backbone_data_config, create_backbone, default_input_size
 from .bank import build_bank
 from .config import CONTRASTIVE, CONTRASTIVE_TERM, FROZEN_BACKBONE, RunConfig
 from .data import create_dataset
@@ -240,7 +240,8 @@ class _Inputs:
 def _read_inputs(cfg: RunConfig, episodes: EpisodeSet | None = None) -> _Inputs:
     """Rank 0 (and one process) loads or samples the stored episodes; the other ranks get
     rank 0's `episodes` and only check that their own copy of the data is the same."""
-    data = create_dataset(cfg.dataset, cfg.split, cfg.data_root)
+    data = create_dataset(cfg.dataset, cfg.split, cfg.data_root,
+                          image_size=cfg.image_size or default_input_size(cfg.backbone))
     spec = EpisodeSpec(cfg.dataset, cfg.split, cfg.ways, cfg.shots, cfg.queries, cfg.episodes,
                        cfg.seed, cfg.shots_dist)
     if episodes is not None:

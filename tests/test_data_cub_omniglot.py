@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from fewshot_bench.data import create_dataset
+from fewshot_bench.data import ImageSplit, create_dataset
 from fewshot_bench.data.cache import data_cache_dir
 from fewshot_bench.data.common import DECODE_SIZE
 from fewshot_bench.data.cub import split_of
@@ -61,6 +61,19 @@ def test_cub_loader(cub_root):
             gray = data.images[data.labels == 0][0]  # the class's first image is grayscale
             assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
     assert len(set(seen)) == 200
+
+
+def test_cub_photos_are_stored_at_the_run_image_size(cub_root):
+    default = create_dataset("cub", "val", cub_root)
+    big = create_dataset("cub", "val", cub_root, image_size=160)
+    assert big.images.shape[1:] == (160, 160, 3) and default.images.shape[1] == DECODE_SIZE
+    assert np.array_equal(big.labels, default.labels)
+    # both caches stay (named by size), and one episode file serves both sizes
+    assert create_dataset("cub", "val", cub_root).meta["cache_hit"] is True
+    assert create_dataset("cub", "val", cub_root, image_size=160).meta["cache_hit"] is True
+    assert "cub-160px-val-" in big.meta["cache"] and "cub-128px-val-" in default.meta["cache"]
+    assert big.fingerprint() == default.fingerprint()
+    assert default.fingerprint() == ImageSplit.fingerprint(default)  # as older versions had it
 
 
 def test_cub_errors(tmp_path):

@@ -53,6 +53,15 @@ def test_automatic_split_is_written_and_reused(tmp_path):
     assert hit.meta["cache_hit"] is True and hit.meta["cache"].startswith(str(data_cache_dir(path)))
 
 
+def test_photos_are_stored_at_the_run_image_size(tmp_path):
+    path = make_image_folder(tmp_path / "pics")
+    default = create_dataset(f"folder:{path}", "test")
+    big = create_dataset(f"folder:{path}", "test", image_size=224)
+    assert big.images.shape[1:] == (224, 224, 3) and default.images.shape[1] == DECODE_SIZE
+    assert create_dataset(f"folder:{path}", "test").meta["cache_hit"] is True  # both kept
+    assert big.fingerprint() == default.fingerprint()  # one episode file for every size
+
+
 def test_formats_and_modes_become_rgb(tmp_path):
     path = tmp_path / "modes"
     for c in ("a", "b", "c"):

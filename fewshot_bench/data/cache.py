@@ -13,7 +13,9 @@ read (never written), so they need not be decoded again:
     <name>-<split>-<key>.json         class names, counts, layout; written last
 
 `key` hashes the loader version, its parameters (split lists, decode size) and the size
-and modification time of every source file, so a changed file means a new decode. Every
+and modification time of every source file, so a changed file means a new decode. Photo
+sets decoded at the run's image size (CUB, folders) put the size in `<name>` too
+(`cub-224px`), so caches of two sizes live side by side. Every
 file appears under its final name only when complete (temporary file + rename), and a
 cache that fails any check is ignored and rebuilt.
 """
@@ -21,6 +23,7 @@ cache that fails any check is ignored and rebuilt.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -34,7 +37,7 @@ import numpy as np
 from ..errors import BenchError
 from ..fileio import atomic_open, write_atomic
 from .base import ImageSplit
-from .common import safe_name
+from .common import DECODE_SIZE, safe_name
 
 CACHE_VERSION = 1
 CACHE_DIRNAME = ".fewshot-cache"  # where older versions cached, next to the data: read only
@@ -69,6 +72,23 @@ class SplitPlan:
     n_classes: int | None = None  # known without decoding
     n_images: int | None = None  # known without decoding (None: only once decoded)
     meta: dict = field(default_factory=dict)  # extra ImageSplit.meta
+    # Decoded at a size the run chose (not one fixed by the data): the split's fingerprint is
+    # that of the same images at this size, so one episode file serves every --image-size
+    # (and files made when these sets were always decoded at 128 px stay valid).
+    fingerprint_size: int | None = None
+
+
+@dataclass
+class SizedSplit(ImageSplit):
+    """An ImageSplit decoded at the run's image size (see `SplitPlan.fingerprint_size`)."""
+
+    fingerprint_size: int = DECODE_SIZE
+
+    def fingerprint(self) -> str:
+        s = self.fingerprint_size
+        stand_in = copy.copy(self)  # the same labels and names; images of the canonical size
+        stand_in.images = np.broadcast_to(np.zeros((), np.uint8), (len(self.images), s, s, 3))
+        return ImageSplit.fingerprint(stand_in)
 
 
 def user_cache_dir() -> Path:
@@ -87,6 +107,11 @@ def data_cache_dir(home: Path | str) -> Path:
     home = Path(os.path.abspath(Path(home).expanduser()))
     tag = hashlib.sha256(str(home).encode()).hexdigest()[:10]
     return user_cache_dir() / f"{safe_name(home.name)[:40]}-{tag}"
+
+
+def sized_name(name: str, size: int) -> str:
+    """Cache name of a split decoded at `size` px: `cub-224px`."""
+    return f"{name}-{size}px"
 
 
 def cache_dirs(home: Path) -> list[Path]:
@@ -301,6 +326,9 @@ def _split(plan: SplitPlan, images, labels, class_names, built_meta: dict,
     meta = {"source": str(plan.source), "layout": plan.layout,
             "cache": str(cache_path) if cache_path else None, "cache_hit": hit,
             **built_meta, **plan.meta}
-    return ImageSplit(dataset=plan.dataset, split=plan.split, images=images,
-                      labels=np.asarray(labels, dtype=np.int64),
-                      class_names=[str(c) for c in class_names], meta=meta)
+    kind, extra = ImageSplit, {}
+    if plan.fingerprint_size is not None:
+        kind, extra = SizedSplit, {"fingerprint_size": plan.fingerprint_size}
+    return kind(dataset=plan.dataset, split=plan.split, images=images,
+                labels=np.asarray(labels, dtype=np.int64),
+                class_names=[str(c) for c in class_names], meta=meta, **extra)

@@ -4,7 +4,8 @@
     PATH/split.json         optional: {"train": [classes], "val": [...], "test": [...]}
 
 Images are converted to RGB (grayscale expanded, transparency composited onto white) and
-stored at 128 x 128 (shorter side resized, centre crop; `common.DECODE_SIZE`). Hidden files
+stored square at the run's input size (shorter side resized, centre crop): `image_size`
+(--image-size, else the backbone's), else `common.DECODE_SIZE`. Hidden files
 and folders are ignored, as are subfolders without images.
 
 Without a split file the classes are split automatically: sorted by name, shuffled with
@@ -26,7 +27,7 @@ import numpy as np
 from ..errors import BenchError
 from ..fileio import write_atomic
 from .base import ImageSplit
-from .cache import Built, SplitPlan, load_split, user_cache_dir
+from .cache import Built, SplitPlan, load_split, sized_name, user_cache_dir
 from .common import DECODE_SIZE, SPLITS, data_error, list_images, list_subdirs, safe_name
 from .decode import decode_all
 
@@ -92,11 +93,12 @@ def _write_split(path: Path, split: dict[str, list[str]]) -> Path:
                      'yourself: {"train": [...], "val": [...], "test": [...]}.')
 
 
-def plan(path_text: str, split: str) -> SplitPlan:
+def plan(path_text: str, split: str, *, image_size: int | None = None) -> SplitPlan:
     dataset = f"folder:{path_text}"
     if not path_text.strip():
         raise BenchError("--dataset folder: needs a path, e.g. --dataset folder:~/pictures/birds "
                          "(one subfolder per class).")
+    size = image_size or DECODE_SIZE
     path = Path(path_text).expanduser()
     if not path.is_dir():
         problem = "not a folder" if path.exists() else "no such folder"
@@ -153,18 +155,19 @@ def plan(path_text: str, split: str) -> SplitPlan:
     assigned = {c for s in SPLITS for c in split_def.get(s, [])}
 
     def build(alloc) -> Built:
-        x = decode_all(files, DECODE_SIZE, alloc, dataset=dataset, how=_HOW)
+        x = decode_all(files, size, alloc, dataset=dataset, how=_HOW)
         return Built(x, np.asarray(labels, dtype=np.int64), classes)
 
-    return SplitPlan(dataset=dataset, split=split, cache_name="folder", source=path,
-                     layout="image folder (one subfolder per class)", cache_home=path,
-                     inputs=[split_file] + files,
-                     params={"version": _VERSION, "size": DECODE_SIZE, "classes": classes},
+    return SplitPlan(dataset=dataset, split=split, cache_name=sized_name("folder", size),
+                     source=path, layout="image folder (one subfolder per class)",
+                     cache_home=path, inputs=[split_file] + files,
+                     params={"version": _VERSION, "size": size, "classes": classes},
+                     fingerprint_size=DECODE_SIZE,
                      build=build, n_classes=len(classes), n_images=len(files),
                      meta={"split_file": str(split_file), "split_auto": auto,
                            "unassigned_classes": sorted(set(available) - assigned),
                            "skipped_folders": skipped})
 
 
-def load_folder(path_text: str, split: str) -> ImageSplit:
-    return load_split(plan(path_text, split))
+def load_folder(path_text: str, split: str, *, image_size: int | None = None) -> ImageSplit:
+    return load_split(plan(path_text, split, image_size=image_size))
