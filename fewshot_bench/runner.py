@@ -178,7 +178,7 @@ def _make_record(cfg, out, spec, episodes, episode_file, data, image_size, model
         "data": {"dataset": data.dataset, "split": data.split, "classes": data.num_classes,
                  "images": len(data), "image_size": image_size,
                  **{k: str(data.meta[k]) if k != "split_matches_reference" else data.meta[k]
-                    for k in ("source", "layout", "cache", "split_file",
+                    for k in ("source", "layout", "cache", "split_file", "split_ratios",
                               "split_matches_reference") if k in data.meta}},
         "backbone": {"name": cfg.backbone, "weights": getattr(model, "weights_source", None),
                      "data_config": {k: (list(v) if isinstance(v, tuple) else v)
@@ -240,10 +240,10 @@ class _Inputs:
 def _read_inputs(cfg: RunConfig, episodes: EpisodeSet | None = None) -> _Inputs:
     """Rank 0 (and one process) loads or samples the stored episodes; the other ranks get
     rank 0's `episodes` and only check that their own copy of the data is the same."""
-    data = create_dataset(cfg.dataset, cfg.split, cfg.data_root,
+    data = create_dataset(cfg.dataset, cfg.split, cfg.data_root, split_ratios=cfg.split_ratios,
                           image_size=cfg.image_size or default_input_size(cfg.backbone))
-    spec = EpisodeSpec(cfg.dataset, cfg.split, cfg.ways, cfg.shots, cfg.queries, cfg.episodes,
-                       cfg.seed, cfg.shots_dist)
+    spec = EpisodeSpec(cfg.episodes_dataset, cfg.split, cfg.ways, cfg.shots, cfg.queries,
+                       cfg.episodes, cfg.seed, cfg.shots_dist)
     if episodes is not None:
         _check_same_data(cfg, data, episodes)
         episode_file, created = None, False
@@ -254,8 +254,8 @@ def _read_inputs(cfg: RunConfig, episodes: EpisodeSet | None = None) -> _Inputs:
                 data.labels, spec, data.fingerprint(), cfg.episodes_dir)
         except BenchError as exc:  # say which files the too-small split came from
             source = data.meta.get("source")
-            raise BenchError(f"{exc} (data set {cfg.dataset} read from {source})" if source
-                             else str(exc)) from exc
+            msg = f"{exc} (data set {cfg.dataset} read from {source})" if source else str(exc)
+            raise BenchError(" ".join(filter(None, (msg, data.meta.get("split_help"))))) from exc
     model = create_backbone(cfg.backbone, weights=cfg.weights)
     data_cfg = backbone_data_config(model)
     image_size = cfg.image_size or data.meta.get("image_size") or data_cfg["input_size"][-1]
@@ -319,7 +319,7 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
             record["resumed"] = [*previous.get("resumed", []),
                                  _dt.datetime.now().isoformat(timespec="seconds")]
         out = create_output_dir(out)  # every input checked: the work starts
-        if data.meta.get("split_file"):  # an automatic class split: keep it with the results
+        if data.meta.get("split_file"):  # a folder's class split: keep it with the results
             shutil.copyfile(data.meta["split_file"], out / "split.json")
         n = len(episodes)
         done_keys = {(r["episode"], r["method"]) for r in done}

@@ -1,5 +1,5 @@
-"""Data set registry: one entry point, `create_dataset(name, split, root=None, *,
-image_size=None)`.
+"""Data set registry: one entry point,
+`create_dataset(name, split, root=None, *, image_size=None, split_ratios=None)`.
 
 A loader is `(split, root) -> ImageSplit`. File-based data sets also register a
 `DatasetInfo` (where they look, a cheap plan of each split, how to download them), which
@@ -8,7 +8,9 @@ subfolder per class. `root=None` means `$FEWSHOT_DATA`, else ~/data (emoji ignor
 
 `image_size`: the input size the run will use. The photo sets of mixed sizes (CUB, folders)
 are decoded at it, so they are never stored smaller than the backbone sees them; None keeps
-`common.DECODE_SIZE` (128). Other data sets have one size and ignore it.
+`common.DECODE_SIZE` (128). Other data sets have one size and ignore it. `split_ratios`
+(TRAIN:VAL:TEST) shares the classes of a folder's automatic split (`folder.py`); refused for
+the other data sets, whose class splits are fixed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import split_ratios as _ratios
 from ..errors import BenchError
 from .base import ImageSplit
 from .common import DATA_ENV, default_data_root, resolve_root
@@ -73,12 +76,15 @@ def _unknown(name: str) -> BenchError:
 
 
 def create_dataset(name: str, split: str, root: str | Path | None = None, *,
-                   image_size: int | None = None) -> ImageSplit:
+                   image_size: int | None = None, split_ratios: str | None = None) -> ImageSplit:
     is_folder = name.startswith(FOLDER_PREFIX)
     if not is_folder and name not in _DATASETS:
         raise _unknown(name)
     if split not in ("train", "val", "test"):
         raise BenchError(f"Unknown split '{split}'. Use --split train, val or test.")
+    if _ratios.canonical(split_ratios) is not None and not is_folder:
+        raise BenchError(f"--split-ratios applies to folder:PATH data sets only: {name} has a "
+                         "fixed class split. Leave --split-ratios out.")
     if image_size is not None and (isinstance(image_size, bool)
                                    or not isinstance(image_size, numbers.Integral) or image_size < 1):
         raise BenchError(f"The image size must be a positive number of pixels (got {image_size!r}).")
@@ -89,7 +95,8 @@ def create_dataset(name: str, split: str, root: str | Path | None = None, *,
         if is_folder:
             from .folder import load_folder
 
-            return load_folder(name[len(FOLDER_PREFIX):], split, image_size=size)
+            return load_folder(name[len(FOLDER_PREFIX):], split, image_size=size,
+                               split_ratios=split_ratios)
         if name in _SIZED:
             return _DATASETS[name](split, resolve_root(root), image_size=size)
         return _DATASETS[name](split, resolve_root(root))

@@ -103,7 +103,8 @@ def user_cache_dir() -> Path:
 
 def data_cache_dir(home: Path | str) -> Path:
     """The cache subfolder of the data folder `home`: its name plus a hash of its absolute
-    path (two folders never collide), under `user_cache_dir()`. Decoded splits go here."""
+    path (two folders never collide), under `user_cache_dir()`. Decoded splits and the
+    automatic class splits of `folder:PATH` go here."""
     home = Path(os.path.abspath(Path(home).expanduser()))
     tag = hashlib.sha256(str(home).encode()).hexdigest()[:10]
     return user_cache_dir() / f"{safe_name(home.name)[:40]}-{tag}"
