@@ -15,7 +15,8 @@ in eval mode, on CPU. Its weights come from, in this order:
 
 The result carries ``model.weights_source`` (name, source, path, sha256) for run records,
 and ``model.pretrained_cfg['file']`` points at the file the weights came from.
-`backbone_data_config(model)` says what input the backbone wants (size, mean/std, ...).
+`backbone_data_config(model)` says what input the backbone wants (size, mean/std, ...);
+`default_input_size(name)` says its size without building it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "LoadReport",
     "backbone_data_config",
     "create_backbone",
+    "default_input_size",
     "load_offline_weights",
     "offline_backbones",
 ]
@@ -417,3 +419,16 @@ def backbone_data_config(model: nn.Module) -> dict:
     preprocessing.
     """
     return dict(resolve_data_config(model=model))
+
+
+def default_input_size(name: str) -> int | None:
+    """The input size in pixels backbone `name` wants, from timm's pretrained config and
+    without building the model: what `backbone_data_config(create_backbone(name))` gives as
+    `input_size` (a `--weights` file loads into the same config). None where timm does not
+    know the name without the hub (`hf-hub:...`) or at all."""
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:  # a malformed name: create_backbone gives the message
+        return None
+    size = getattr(cfg, "input_size", None) if cfg is not None else None
+    return int(size[-1]) if size else None

@@ -10,6 +10,9 @@ from .config import METHODS, OPTIMIZERS, TUNE_MODES, RunConfig
 from .errors import BenchError, RunFailed
 
 _DEFAULTS = RunConfig()
+_SPLIT_RATIOS_HELP = ("folder:PATH without PATH/split.json: the shares of its classes in train, "
+                      "val and test of the automatic class split (default 0.6:0.2:0.2); 0:0:1 "
+                      "puts every class in test, for a folder used only for evaluation.")
 
 
 def _methods(ctx, param, value: str) -> tuple[str, ...]:
@@ -54,6 +57,8 @@ def main(ctx: click.Context, debug: bool) -> None:
               help="Folder holding the data sets [default: $FEWSHOT_DATA, else ~/data].")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=_DEFAULTS.split,
               show_default=True, help="Class split the episodes come from.")
+@click.option("--split-ratios", default=None, metavar="TRAIN:VAL:TEST",
+              help=_SPLIT_RATIOS_HELP)
 @click.option("--ways", type=int, default=_DEFAULTS.ways, show_default=True)
 @click.option("--shots", type=int, default=_DEFAULTS.shots, show_default=True)
 @click.option("--shots-dist", default=None, metavar="DIST",
@@ -172,6 +177,8 @@ def baseline_cmd(run_dir: str, out: str) -> None:
               help="Folder holding the data sets [default: $FEWSHOT_DATA, else ~/data].")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
               help="The split whose images are trained on (and held out) [default: train].")
+@click.option("--split-ratios", default=None, metavar="TRAIN:VAL:TEST",
+              help=_SPLIT_RATIOS_HELP)
 @click.option("--method", default=None, help="ce or schane [default: schane].")
 @click.option("--out", default=None,
               help="Output folder [default: results/finetune/<time>-...]; never overwritten.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+from . import split_ratios as ratios
 from .errors import BenchError
 from .shots import parse_shots_dist
 
@@ -32,12 +33,23 @@ MAX_BANK_VIEWS = 256
 MAX_IMAGE_SIZE = 1024
 
 
+def check_split_ratios(dataset: str, value: str | None) -> str | None:
+    """--split-ratios in canonical form (None for the default); BenchError when malformed or
+    given for a data set other than folder:PATH."""
+    value = ratios.canonical(value)
+    if value is not None and not dataset.startswith("folder:"):
+        raise BenchError(f"--split-ratios applies to folder:PATH data sets only: {dataset} has "
+                         "a fixed class split. Leave --split-ratios out.")
+    return value
+
+
 @dataclass
 class RunConfig:
     # what to evaluate on
     dataset: str = "emoji"
     data_root: str | None = None
     split: str = "test"
+    split_ratios: str | None = None  # folder:PATH's automatic split; None: 0.6:0.2:0.2
     ways: int = 5
     shots: int = 1
     shots_dist: str | None = None  # imbalanced episodes, e.g. uniform:1-5 (shots.py)
@@ -81,6 +93,7 @@ class RunConfig:
 
         if self.ways < 2:
             bad(f"--ways must be at least 2 (got {self.ways}): an episode needs classes to tell apart.")
+        self.split_ratios = check_split_ratios(self.dataset, self.split_ratios)
         if self.shots_dist is not None:
             # imbalanced episodes: the stored support set is as wide as the largest count
             dist = parse_shots_dist(self.shots_dist)
@@ -159,6 +172,12 @@ class RunConfig:
         if self.embeddings < 0:
             bad(f"--embeddings must be >= 0 (got {self.embeddings}).")
         return self
+
+    @property
+    def episodes_dataset(self) -> str:
+        """The data set name of this run's episode file (with the --split-ratios when not
+        the default: another class split must not share the default's episode file)."""
+        return ratios.episodes_dataset(self.dataset, self.split_ratios)
 
     @property
     def trained_methods(self) -> tuple[str, ...]:

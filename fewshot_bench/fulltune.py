@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .backbones import backbone_data_config, create_backbone
+from .backbones import backbone_data_config, create_backbone, default_input_size
 from .bank import augmented_views, interpolation_mode
-from .config import MAX_IMAGE_SIZE, MAX_STEPS
+from .config import MAX_IMAGE_SIZE, MAX_STEPS, check_split_ratios
 from .data import create_dataset
 from .errors import BenchError, RunFailed
 from .fileio import atomic_open, file_sha256, write_atomic
@@ -71,6 +71,7 @@ class FullFinetuneConfig:
     dataset: str = "emoji"
     data_root: str | None = None
     split: str = "train"
+    split_ratios: str | None = None  # folder:PATH's automatic split; None: 0.6:0.2:0.2
     method: str = "schane"  # ce (lambda = 0) or schane
     backbone: str = "tf_efficientnet_lite0"
     weights: str | None = None  # start from this timm-format file instead of pretrained
@@ -98,6 +99,7 @@ class FullFinetuneConfig:
 
         if self.method not in FT_METHODS:
             bad(f"Unknown --method '{self.method}' for bench finetune. Use ce or schane.")
+        self.split_ratios = check_split_ratios(self.dataset, self.split_ratios)
         for name in ("lr", "weight_decay", "lam", "tau", "beta", "logit_scale", "holdout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -355,7 +357,8 @@ def finetune_full(cfg: FullFinetuneConfig, progress: bool = True,
     out = Path(cfg.out) if cfg.out else default_out_dir(cfg)
     previous = _check_out(cfg, out)
 
-    data = create_dataset(cfg.dataset, cfg.split, cfg.data_root)
+    data = create_dataset(cfg.dataset, cfg.split, cfg.data_root, split_ratios=cfg.split_ratios,
+                          image_size=cfg.image_size or default_input_size(cfg.backbone))
     groups = data.meta.get("unified")
     if groups is not None and len(groups) != len(data):
         groups = None

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import analysis, distributed, fused
-from .backbones import backbone_data_config, create_backbone
+from .backbones import backbone_data_config, create_backbone, default_input_size
 from .bank import build_bank
 from .config import CONTRASTIVE, CONTRASTIVE_TERM, FROZEN_BACKBONE, RunConfig
 from .data import create_dataset
@@ -183,7 +183,7 @@ def _make_record(cfg, out, spec, episodes, episode_file, data, image_size, model
         "data": {"dataset": data.dataset, "split": data.split, "classes": data.num_classes,
                  "images": len(data), "image_size": image_size,
                  **{k: str(data.meta[k]) if k != "split_matches_reference" else data.meta[k]
-                    for k in ("source", "layout", "cache", "split_file",
+                    for k in ("source", "layout", "cache", "split_file", "split_ratios",
                               "split_matches_reference") if k in data.meta}},
         "backbone": {"name": cfg.backbone, "weights": getattr(model, "weights_source", None),
                      "data_config": {k: (list(v) if isinstance(v, tuple) else v)
@@ -272,8 +272,8 @@ def episode_spec(cfg: RunConfig, data) -> tuple[EpisodeSpec, Grouping, str]:
     grouped = grouping.groups is not None
     fingerprint = (grouped_fingerprint(data.fingerprint(), grouping.groups) if grouped
                    else data.fingerprint())
-    spec = EpisodeSpec(cfg.dataset, cfg.split, cfg.ways, cfg.shots, cfg.queries, cfg.episodes,
-                       cfg.seed, cfg.shots_dist, grouped)
+    spec = EpisodeSpec(cfg.episodes_dataset, cfg.split, cfg.ways, cfg.shots, cfg.queries,
+                       cfg.episodes, cfg.seed, cfg.shots_dist, grouped)
     return spec, grouping, fingerprint
 
 
@@ -287,15 +287,16 @@ def episodes_for(cfg: RunConfig, data) -> tuple[EpisodeSet, Path, bool, Grouping
             data.labels, spec, fingerprint, cfg.episodes_dir, grouping.groups)
     except BenchError as exc:  # say which files the too-small split came from
         source = data.meta.get("source")
-        raise BenchError(f"{exc} (data set {cfg.dataset} read from {source})" if source
-                         else str(exc)) from exc
+        msg = f"{exc} (data set {cfg.dataset} read from {source})" if source else str(exc)
+        raise BenchError(" ".join(filter(None, (msg, data.meta.get("split_help"))))) from exc
     return episodes, episode_file, created, grouping, fingerprint
 
 
 def _read_inputs(cfg: RunConfig, episodes: EpisodeSet | None = None) -> _Inputs:
     """Rank 0 (and one process) loads or samples the stored episodes; the other ranks get
     rank 0's `episodes` and only check that their own copy of the data is the same."""
-    data = create_dataset(cfg.dataset, cfg.split, cfg.data_root)
+    data = create_dataset(cfg.dataset, cfg.split, cfg.data_root, split_ratios=cfg.split_ratios,
+                          image_size=cfg.image_size or default_input_size(cfg.backbone))
     if episodes is not None:
         spec, grouping, fingerprint = episode_spec(cfg, data)
         _check_same_data(cfg, data, episodes, fingerprint)
@@ -366,7 +367,7 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
             record["resumed"] = [*previous.get("resumed", []),
                                  _dt.datetime.now().isoformat(timespec="seconds")]
         out = create_output_dir(out)  # every input checked: the work starts
-        if data.meta.get("split_file"):  # an automatic class split: keep it with the results
+        if data.meta.get("split_file"):  # a folder's class split: keep it with the results
             shutil.copyfile(data.meta["split_file"], out / "split.json")
         n = len(episodes)
         done_keys = {(r["episode"], r["method"]) for r in done}

@@ -30,6 +30,16 @@ def hf_hub_offline():
     mp.undo()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache_in_tmp(tmp_path_factory):
+    """Decoded-data caches and automatic class splits go to a temporary folder, never to
+    the real ~/.cache/fewshot-bench (tests that look at the cache set their own)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FEWSHOT_CACHE", str(tmp_path_factory.mktemp("fewshot-cache")))
+    yield
+    mp.undo()
+
+
 @dataclass(frozen=True)
 class TinyRun:
     """A run small enough for a shared 2-core CPU (a few seconds per `bench run`)."""

@@ -19,6 +19,7 @@ from fewshot_bench.backbones import (
     OFFLINE_BACKBONES,
     backbone_data_config,
     create_backbone,
+    default_input_size,
     load_offline_weights,
     offline_backbones,
 )
@@ -95,6 +96,14 @@ def test_data_config():
     cfg = backbone_data_config(create_backbone("mobilenetv2_100", pretrained=False))
     assert cfg["input_size"] == (3, 224, 224)
     assert cfg["mean"] == IMAGENET_DEFAULT_MEAN and cfg["std"] == IMAGENET_DEFAULT_STD
+
+
+def test_default_input_size_is_the_data_config_s_without_building(offline):
+    name, model, _, _ = offline
+    assert default_input_size(name) == backbone_data_config(model)["input_size"][-1]
+    assert default_input_size("vit_small_patch16_384") == 384
+    assert default_input_size("resnet50.a1_in1k") == 224  # a pretrained tag
+    assert default_input_size("hf-hub:timm/none") is None and default_input_size("nope") is None
 
 
 def _batch(model, *images):

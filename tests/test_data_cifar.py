@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
 
 from fewshot_bench.data import create_dataset
+from fewshot_bench.data.cache import data_cache_dir
 from fewshot_bench.data.cifar import ASSETS, cifar100_classes, reference_split
 from fewshot_bench.errors import BenchError
 from test_data_fakes import (SPLITS_MD, explain, files_under, make_cifar100, make_fc100_pickles,
@@ -19,9 +21,11 @@ SPLITS = ("train", "val", "test")
 
 
 @pytest.fixture(autouse=True)
-def user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path / "user-cache"))
-    return tmp_path / "user-cache"
+def user_cache(tmp_path_factory, monkeypatch):
+    """Outside tmp_path (the data root of most tests): nothing may appear in the data."""
+    folder = tmp_path_factory.mktemp("user-cache")
+    monkeypatch.setenv("FEWSHOT_CACHE", str(folder))
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +103,12 @@ def test_archive_images_and_labels(archive_root):
     assert data.meta["split_matches_reference"] is True
 
 
-def test_second_load_comes_from_the_cache(tmp_path):
+def test_second_load_comes_from_the_cache(tmp_path, user_cache):
     make_cifar100(tmp_path)
     first = create_dataset("fc100", "test", tmp_path)
     assert first.meta["cache_hit"] is False and first.meta["cache"]
-    cache_dir = tmp_path / ".fewshot-cache"
+    cache_dir = data_cache_dir(tmp_path)
+    assert first.meta["cache"].startswith(str(cache_dir)) and cache_dir.parent == user_cache
     assert sorted(p.suffix for p in cache_dir.iterdir()) == [".json", ".npy", ".npy"]
     second = create_dataset("fc100", "test", tmp_path)
     assert second.meta["cache_hit"] is True
@@ -122,7 +127,7 @@ def test_second_load_comes_from_the_cache(tmp_path):
 def test_corrupt_cache_is_rebuilt(tmp_path):
     make_cifar100(tmp_path)
     expected = np.array(create_dataset("cifar-fs", "test", tmp_path).images)
-    images = next((tmp_path / ".fewshot-cache").glob("*.images.npy"))
+    images = next(data_cache_dir(tmp_path).glob("*.images.npy"))
     head = images.read_bytes()[:1000]
     images.unlink()  # (never truncate a mapped file in place: readers would get SIGBUS)
     images.write_bytes(head)  # a truncated cache file
@@ -131,12 +136,23 @@ def test_corrupt_cache_is_rebuilt(tmp_path):
     assert np.array_equal(expected, again.images)
 
 
-def test_unwritable_data_folder_caches_in_the_user_cache(tmp_path, user_cache):
+def test_cache_older_versions_wrote_into_the_data_folder_is_read_not_written(tmp_path):
     make_cifar100(tmp_path)
-    (tmp_path / ".fewshot-cache").write_text("not a folder")  # cannot hold a cache
+    before = files_under(tmp_path)
+    expected = np.array(create_dataset("cifar-fs", "test", tmp_path).images)
+    assert files_under(tmp_path) == before  # the data folder is the user's
+    legacy = tmp_path / ".fewshot-cache"
+    shutil.move(data_cache_dir(tmp_path), legacy)  # where older versions put it
     data = create_dataset("cifar-fs", "test", tmp_path)
-    assert data.meta["cache"].startswith(str(user_cache))
-    assert create_dataset("cifar-fs", "test", tmp_path).meta["cache_hit"] is True
+    assert data.meta["cache_hit"] is True and data.meta["cache"].startswith(str(legacy))
+    assert np.array_equal(expected, data.images)
+    assert not data_cache_dir(tmp_path).exists()
+    unwritable = tmp_path / "ro"
+    make_cifar100(unwritable)
+    data_cache_dir(unwritable).parent.mkdir(parents=True, exist_ok=True)
+    data_cache_dir(unwritable).write_text("not a folder")  # cannot hold a cache
+    data = create_dataset("cifar-fs", "test", unwritable)  # decoded, kept in memory
+    assert data.meta["cache"] is None and np.array_equal(expected, data.images)
 
 
 def test_default_root_is_fewshot_data_then_home(tmp_path, monkeypatch):
@@ -218,8 +234,8 @@ def test_truncated_pickle_leaves_nothing_written(tmp_path):
     before = files_under(tmp_path)
     msg = _error("cifar-fs", "test", tmp_path)
     assert str(train) in msg and "truncated or corrupt" in msg
-    assert files_under(tmp_path) - before <= {".fewshot-cache"}
-    assert not list((tmp_path / ".fewshot-cache").iterdir())
+    assert files_under(tmp_path) == before
+    assert not list(data_cache_dir(tmp_path).iterdir())  # nothing half written
 
 
 def test_pickle_that_is_not_cifar(tmp_path):

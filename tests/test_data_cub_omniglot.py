@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from fewshot_bench.data import create_dataset
+from fewshot_bench.data import ImageSplit, create_dataset
+from fewshot_bench.data.cache import data_cache_dir
 from fewshot_bench.data.common import DECODE_SIZE
 from fewshot_bench.data.cub import split_of
 from fewshot_bench.data.omniglot import VAL_ALPHABETS
@@ -18,8 +19,9 @@ from test_data_fakes import (OMNIGLOT_TEST_ALPHABETS, OMNIGLOT_TRAIN_ALPHABETS, 
 
 
 @pytest.fixture(autouse=True)
-def user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path / "user-cache"))
+def user_cache(tmp_path_factory, monkeypatch):
+    """Outside tmp_path (the data root of most tests): nothing may appear in the data."""
+    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path_factory.mktemp("user-cache")))
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +63,19 @@ def test_cub_loader(cub_root):
     assert len(set(seen)) == 200
 
 
+def test_cub_photos_are_stored_at_the_run_image_size(cub_root):
+    default = create_dataset("cub", "val", cub_root)
+    big = create_dataset("cub", "val", cub_root, image_size=160)
+    assert big.images.shape[1:] == (160, 160, 3) and default.images.shape[1] == DECODE_SIZE
+    assert np.array_equal(big.labels, default.labels)
+    # both caches stay (named by size), and one episode file serves both sizes
+    assert create_dataset("cub", "val", cub_root).meta["cache_hit"] is True
+    assert create_dataset("cub", "val", cub_root, image_size=160).meta["cache_hit"] is True
+    assert "cub-160px-val-" in big.meta["cache"] and "cub-128px-val-" in default.meta["cache"]
+    assert big.fingerprint() == default.fingerprint()
+    assert default.fingerprint() == ImageSplit.fingerprint(default)  # as older versions had it
+
+
 def test_cub_errors(tmp_path):
     msg = _error("cub", "test", tmp_path / "absent")
     assert "no such folder" in msg and "bench data download cub" in msg
@@ -80,9 +95,8 @@ def test_cub_errors(tmp_path):
     before = files_under(tmp_path)
     msg = _error("cub", "test", tmp_path)
     assert str(victim) in msg and "cannot decode" in msg
-    new = files_under(tmp_path) - before
-    assert new <= {"CUB_200_2011/.fewshot-cache"}, new  # no cache, no temporary file
-    assert not list((base / ".fewshot-cache").iterdir())
+    assert files_under(tmp_path) == before  # nothing in the data folder
+    assert not list(data_cache_dir(base).iterdir())  # no cache, no temporary file
 
 
 def test_bench_run_on_cub(cub_root, tmp_path):

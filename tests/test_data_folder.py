@@ -1,5 +1,7 @@
-"""`folder:PATH`: any image folder, mixed formats and modes, the split file (given or
-written once, seeded) and its fallback location, bad input, and a 3-episode `bench run`."""
+"""`folder:PATH`: any image folder, mixed formats and modes, the split file (the user's
+PATH/split.json, or the automatic one written once, seeded, to the user cache), bad input,
+and 3-episode `bench run`s. Split ratios, split-file checks and image sizes are in
+test_folder_split.py."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ import pytest
 from PIL import Image
 
 from fewshot_bench.data import create_dataset
+from fewshot_bench.data.cache import data_cache_dir
 from fewshot_bench.data.common import DECODE_SIZE
-from fewshot_bench.data.folder import auto_split
+from fewshot_bench.data.folder import _legacy_split_path, auto_split, auto_split_path
 from fewshot_bench.errors import BenchError
 from test_data_fakes import explain, files_under, make_image_folder, tiny_run
 
@@ -22,21 +25,25 @@ def user_cache(tmp_path, monkeypatch):
     return tmp_path / "user-cache"
 
 
-def _error(path, split="test") -> str:
+def _error(path, split="test", **kw) -> str:
     with pytest.raises(BenchError) as err:
-        create_dataset(f"folder:{path}", split)
+        create_dataset(f"folder:{path}", split, **kw)
     msg = str(err.value)
     assert msg.startswith(f"folder:{path}") or msg.startswith("--dataset folder:"), msg
     return msg
 
 
-def test_automatic_split_is_written_and_reused(tmp_path):
+def test_automatic_split_is_written_to_the_user_cache_and_reused(tmp_path, user_cache):
     path = make_image_folder(tmp_path / "pics")
+    before = files_under(path)
     data = create_dataset(f"folder:{path}", "test")
-    split_file = path / "split.json"
+    split_file = auto_split_path(path)
+    assert split_file == user_cache / split_file.parent.name / "split-0.6-0.2-0.2.json"
     assert data.meta["split_file"] == str(split_file) and data.meta["split_auto"] is True
+    assert data.meta["split_ratios"] == "0.6:0.2:0.2"
     record = json.loads(split_file.read_text())
     assert record["generated_by"] == "fewshot-bench" and record["seed"] == 0
+    assert record["ratios"] == "0.6:0.2:0.2" and record["folder"] == str(path)
     assert [len(record[s]) for s in ("train", "val", "test")] == [6, 2, 2]
     assert sorted(sum((record[s] for s in ("train", "val", "test")), [])) == [
         f"class_{c:02d}" for c in range(10)]
@@ -46,9 +53,28 @@ def test_automatic_split_is_written_and_reused(tmp_path):
     again = create_dataset(f"folder:{path}", "train")
     assert again.class_names == record["train"] and split_file.stat().st_mtime_ns == stamp
     assert auto_split([f"class_{c:02d}" for c in range(10)])["test"] == record["test"]  # seeded
-    # the cache lives in a hidden folder that is never taken for a class
-    assert (path / ".fewshot-cache").is_dir()
-    assert create_dataset(f"folder:{path}", "test").meta["cache_hit"] is True
+    # the decoded cache sits next to the split file, in the user cache, not in the folder
+    hit = create_dataset(f"folder:{path}", "test")
+    assert hit.meta["cache_hit"] is True and hit.meta["cache"].startswith(str(data_cache_dir(path)))
+    assert files_under(path) == before
+
+
+def test_two_folders_of_one_name_get_their_own_cache(tmp_path):
+    a = make_image_folder(tmp_path / "a" / "pics", n_classes=3)
+    b = make_image_folder(tmp_path / "b" / "pics", n_classes=4)
+    assert data_cache_dir(a) != data_cache_dir(b)
+    assert create_dataset(f"folder:{a}", "train").num_classes == 1
+    assert create_dataset(f"folder:{b}", "train").num_classes == 2
+    assert json.loads(auto_split_path(a).read_text())["folder"] == str(a)
+
+
+def test_photos_are_stored_at_the_run_image_size(tmp_path):
+    path = make_image_folder(tmp_path / "pics")
+    default = create_dataset(f"folder:{path}", "test")
+    big = create_dataset(f"folder:{path}", "test", image_size=224)
+    assert big.images.shape[1:] == (224, 224, 3) and default.images.shape[1] == DECODE_SIZE
+    assert create_dataset(f"folder:{path}", "test").meta["cache_hit"] is True  # both kept
+    assert big.fingerprint() == default.fingerprint()  # one episode file for every size
 
 
 def test_formats_and_modes_become_rgb(tmp_path):
@@ -69,7 +95,8 @@ def test_formats_and_modes_become_rgb(tmp_path):
     a, b = data.images[0], data.images[1]
     assert tuple(a[0, 0]) == (255, 255, 255) and tuple(a[64, 64]) == (255, 0, 0)
     assert (b == b[..., :1]).all() and abs(int(b[0, 0, 0]) - 77) <= 2
-    assert data.meta["split_auto"] is False
+    assert data.meta["split_auto"] is False and data.meta["split_file"] == str(path / "split.json")
+    assert "split_ratios" not in data.meta
 
 
 def test_user_split_file_and_errors(tmp_path):
@@ -85,6 +112,8 @@ def test_user_split_file_and_errors(tmp_path):
     assert "cannot read the split file" in _error(path)
     (path / "split.json").write_text(json.dumps({"test": "class_02"}))
     assert "not a JSON object of class-name lists" in _error(path)
+    (path / "split.json").write_text(json.dumps(["class_02"]))
+    assert "not a JSON object of class-name lists" in _error(path)
 
 
 def test_bad_folders(tmp_path):
@@ -97,8 +126,10 @@ def test_bad_folders(tmp_path):
     Image.new("RGB", (8, 8)).save(flat / "x.png")
     assert "1 images but no class subfolders" in _error(flat)
     two = make_image_folder(tmp_path / "two", n_classes=2)
-    assert "only 2 class folder(s)" in _error(two)
-    assert not (two / "split.json").exists()
+    msg = _error(two)
+    assert "only 2 class folder(s)" in msg and "--split-ratios 0:0:1" in msg
+    assert not (two / "split.json").exists() and not auto_split_path(two).exists()
+    assert create_dataset(f"folder:{two}", "test", split_ratios="0:0:1").num_classes == 2
 
 
 def test_corrupt_image_names_the_file_and_writes_no_cache(tmp_path):
@@ -111,27 +142,48 @@ def test_corrupt_image_names_the_file_and_writes_no_cache(tmp_path):
     before = files_under(path)
     msg = _error(path)
     assert str(victim) in msg and "cannot decode" in msg
-    assert not list((path / ".fewshot-cache").iterdir())
-    # the seeded split file is complete (it does not depend on the images): kept for reuse
-    assert files_under(path) - before <= {".fewshot-cache", "split.json"}
-    assert json.loads((path / "split.json").read_text())["test"] == split["test"]
+    assert files_under(path) == before  # nothing in the user's folder
+    cache = data_cache_dir(path)
+    # the seeded split file is complete (it does not depend on the images): kept for reuse;
+    # no cache, no temporary file
+    assert sorted(p.name for p in cache.iterdir()) == ["split-0.6-0.2-0.2.json"]
+    assert json.loads(auto_split_path(path).read_text())["test"] == split["test"]
 
 
-def test_read_only_folder_puts_the_split_in_the_user_cache(tmp_path, user_cache):
+def test_split_files_older_versions_wrote_are_still_read(tmp_path):
     path = make_image_folder(tmp_path / "pics")
-    (path / "split.json").mkdir()  # cannot be written as a file (stands in for read-only)
+    legacy = _legacy_split_path(path)  # where they went when PATH was read-only
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(json.dumps({"generated_by": "fewshot-bench", "seed": 0, "rule": "...",
+                                  "train": ["class_00"], "val": ["class_01"],
+                                  "test": ["class_02", "class_03"]}))
+    with pytest.warns(UserWarning, match="6 class folder"):
+        data = create_dataset(f"folder:{path}", "test")
+    assert data.class_names == ["class_02", "class_03"]
+    assert data.meta["split_file"] == str(legacy) and not auto_split_path(path).exists()
+    # ... and PATH/split.json, which they wrote otherwise, comes first
+    (path / "split.json").write_text(json.dumps({"generated_by": "fewshot-bench", "seed": 0,
+                                                 "rule": "...", **auto_split(
+                                                     [f"class_{c:02d}" for c in range(10)])}))
     data = create_dataset(f"folder:{path}", "test")
-    split_file = data.meta["split_file"]
-    assert split_file.startswith(str(user_cache)) and split_file.endswith("split.json")
-    assert create_dataset(f"folder:{path}", "test").meta["split_file"] == split_file
+    assert data.meta["split_file"] == str(path / "split.json") and data.meta["split_auto"]
 
 
-def test_bench_run_on_a_folder(tmp_path):
+def test_bench_run_on_a_folder_writes_nothing_into_it(tmp_path, user_cache):
     path = make_image_folder(tmp_path / "pics")
+    before = {p: p.stat().st_mtime_ns for p in path.rglob("*")}
     result = tiny_run(tmp_path, f"folder:{path}", None)
     assert result.exit_code == 0, explain(result)
-    record = json.loads((tmp_path / "out-0" / "run.json").read_text())
-    assert record["data"]["classes"] == 2 and (path / "split.json").is_file()
+    assert {p: p.stat().st_mtime_ns for p in path.rglob("*")} == before
+    out = tmp_path / "out-0"
+    record = json.loads((out / "run.json").read_text())
+    assert record["data"]["classes"] == 2
+    split_file = record["data"]["split_file"]
+    assert split_file == str(auto_split_path(path)) and split_file.startswith(str(user_cache))
+    assert record["data"]["split_ratios"] == "0.6:0.2:0.2"
+    assert record["config"]["split_ratios"] is None  # the default
+    assert (out / "split.json").read_text() == auto_split_path(path).read_text()
+    assert record["data"]["cache"].startswith(str(data_cache_dir(path)))
 
 
 def test_bench_run_with_more_ways_than_classes(tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fewshot_bench.data import create_dataset
+from fewshot_bench.data.cache import data_cache_dir
 from fewshot_bench.data.mini_imagenet import reference_split
 from fewshot_bench.errors import BenchError
 from test_data_fakes import (MINI_FILES, dump_py3, explain, files_under, make_mini_imagenet,
@@ -17,8 +18,9 @@ from test_data_fakes import (MINI_FILES, dump_py3, explain, files_under, make_mi
 
 
 @pytest.fixture(autouse=True)
-def user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path / "user-cache"))
+def user_cache(tmp_path_factory, monkeypatch):
+    """Outside tmp_path (the data root of most tests): nothing may appear in the data."""
+    monkeypatch.setenv("FEWSHOT_CACHE", str(tmp_path_factory.mktemp("user-cache")))
 
 
 def _error(name, split, root) -> str:
@@ -68,7 +70,7 @@ def test_mini_imagenet_errors(tmp_path):
     dump_py3({"image_data": np.zeros((2, 84, 84, 3), np.uint8), "class_dict": {"n1": [0, 5]}},
              tmp_path / MINI_FILES["val"])
     assert "class_dict entry n1" in _error("mini-imagenet", "val", tmp_path)
-    assert not list((tmp_path / ".fewshot-cache").glob("*"))  # nothing half written
+    assert not list(data_cache_dir(tmp_path).glob("*"))  # nothing half written
 
 
 def test_bench_run_on_mini_imagenet(tmp_path):
@@ -112,7 +114,8 @@ def test_tiered_imagenet_errors(tmp_path):
     before = files_under(tmp_path)
     msg = _error("tiered-imagenet", "test", tmp_path)
     assert "test_images_png.pkl (image 4)" in msg and "cannot decode" in msg
-    assert files_under(tmp_path) - before <= {"tiered-imagenet/.fewshot-cache"}
+    assert files_under(tmp_path) == before  # no cache, and nothing in the data folder
+    assert not list(data_cache_dir(folder).glob("*"))
     dump_py3(images[:5], folder / "test_images_png.pkl")
     assert "5 images for 9 labels" in _error("tiered-imagenet", "test", tmp_path)
 

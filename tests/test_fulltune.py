@@ -205,7 +205,7 @@ def test_whole_epochs_cover_every_training_image_and_no_holdout(monkeypatch, tmp
     labels = np.repeat(np.arange(4), 6)
     fake = ImageSplit("fake", "train", rng.integers(0, 256, (24, 16, 16, 3), dtype=np.uint8),
                       labels, [f"c{i}" for i in range(4)])
-    monkeypatch.setattr(fulltune, "create_dataset", lambda *a: fake)
+    monkeypatch.setattr(fulltune, "create_dataset", lambda *a, **kw: fake)
     seen: list[list[int]] = []
     real = fulltune._training_views
     monkeypatch.setattr(fulltune, "_training_views",

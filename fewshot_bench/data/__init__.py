@@ -1,17 +1,26 @@
-"""Data set registry: one entry point, `create_dataset(name, split, root=None)`.
+"""Data set registry: one entry point,
+`create_dataset(name, split, root=None, *, image_size=None, split_ratios=None)`.
 
 A loader is `(split, root) -> ImageSplit`. File-based data sets also register a
 `DatasetInfo` (where they look, a cheap plan of each split, how to download them), which
 `bench data list` and `bench data download` use. `folder:PATH` names any folder with one
 subfolder per class. `root=None` means `$FEWSHOT_DATA`, else ~/data (emoji ignores it).
+
+`image_size`: the input size the run will use. The photo sets of mixed sizes (CUB, folders)
+are decoded at it, so they are never stored smaller than the backbone sees them; None keeps
+`common.DECODE_SIZE` (128). Other data sets have one size and ignore it. `split_ratios`
+(TRAIN:VAL:TEST) shares the classes of a folder's automatic split (`folder.py`); refused for
+the other data sets, whose class splits are fixed.
 """
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import split_ratios as _ratios
 from ..errors import BenchError
 from .base import ImageSplit
 from .common import DATA_ENV, default_data_root, resolve_root
@@ -23,6 +32,8 @@ _DATASETS: dict[str, Callable[[str, Path | None], ImageSplit]] = {}
 _INFO: dict[str, "DatasetInfo"] = {}
 # data sets whose loader gets the root only when the user gave one (they ship with the package)
 _PACKAGED = {"emoji"}
+# data sets whose loader takes `image_size`: photos decoded at the run's input size
+_SIZED = {"cub"}
 
 
 @dataclass
@@ -64,19 +75,30 @@ def _unknown(name: str) -> BenchError:
     )
 
 
-def create_dataset(name: str, split: str, root: str | Path | None = None) -> ImageSplit:
+def create_dataset(name: str, split: str, root: str | Path | None = None, *,
+                   image_size: int | None = None, split_ratios: str | None = None) -> ImageSplit:
     is_folder = name.startswith(FOLDER_PREFIX)
     if not is_folder and name not in _DATASETS:
         raise _unknown(name)
     if split not in ("train", "val", "test"):
         raise BenchError(f"Unknown split '{split}'. Use --split train, val or test.")
+    if _ratios.canonical(split_ratios) is not None and not is_folder:
+        raise BenchError(f"--split-ratios applies to folder:PATH data sets only: {name} has a "
+                         "fixed class split. Leave --split-ratios out.")
+    if image_size is not None and (isinstance(image_size, bool)
+                                   or not isinstance(image_size, numbers.Integral) or image_size < 1):
+        raise BenchError(f"The image size must be a positive number of pixels (got {image_size!r}).")
+    size = None if image_size is None else int(image_size)
     if name in _PACKAGED:
         return _DATASETS[name](split, Path(root).expanduser() if root is not None else None)
     try:
         if is_folder:
             from .folder import load_folder
 
-            return load_folder(name[len(FOLDER_PREFIX):], split)
+            return load_folder(name[len(FOLDER_PREFIX):], split, image_size=size,
+                               split_ratios=split_ratios)
+        if name in _SIZED:
+            return _DATASETS[name](split, resolve_root(root), image_size=size)
         return _DATASETS[name](split, resolve_root(root))
     except OSError as exc:  # permissions, a disk error: still a message, not a traceback
         where = exc.filename or (name[len(FOLDER_PREFIX):] if is_folder else resolve_root(root))

@@ -1,16 +1,21 @@
 """Decoded-split cache: a second load of a split maps a uint8 array instead of decoding
 thousands of images (or unpickling hundreds of MB) again.
 
-Each split is cached as three files in `<data folder>/.fewshot-cache/` (or, where that
-folder cannot be written, in `$FEWSHOT_CACHE`, else `$XDG_CACHE_HOME/fewshot-bench`, else
-~/.cache/fewshot-bench):
+Each split is cached as three files in the user cache folder (`user_cache_dir()`:
+`$FEWSHOT_CACHE`, else `$XDG_CACHE_HOME/fewshot-bench`, else ~/.cache/fewshot-bench), in one
+subfolder per data folder (`data_cache_dir`: its name plus a hash of its absolute path, so
+two folders never share one). Nothing is written next to the data: the data folder is the
+user's. Caches that older versions wrote into `<data folder>/.fewshot-cache/` are still
+read (never written), so they need not be decoded again:
 
     <name>-<split>-<key>.images.npy   uint8 [N, H, W, 3], memory-mapped when read
     <name>-<split>-<key>.labels.npy   int64 [N]
     <name>-<split>-<key>.json         class names, counts, layout; written last
 
 `key` hashes the loader version, its parameters (split lists, decode size) and the size
-and modification time of every source file, so a changed file means a new decode. Every
+and modification time of every source file, so a changed file means a new decode. Photo
+sets decoded at the run's image size (CUB, folders) put the size in `<name>` too
+(`cub-224px`), so caches of two sizes live side by side. Every
 file appears under its final name only when complete (temporary file + rename), and a
 cache that fails any check is ignored and rebuilt.
 """
@@ -18,6 +23,7 @@ cache that fails any check is ignored and rebuilt.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -31,10 +37,10 @@ import numpy as np
 from ..errors import BenchError
 from ..fileio import atomic_open, write_atomic
 from .base import ImageSplit
-from .common import safe_name
+from .common import DECODE_SIZE, safe_name
 
 CACHE_VERSION = 1
-CACHE_DIRNAME = ".fewshot-cache"
+CACHE_DIRNAME = ".fewshot-cache"  # where older versions cached, next to the data: read only
 CACHE_ENV = "FEWSHOT_CACHE"
 
 Allocator = Callable[[int, int, int], np.ndarray]
@@ -59,16 +65,35 @@ class SplitPlan:
     cache_name: str  # short file-name stem ("cub", "folder")
     source: Path  # the file or folder the split comes from (shown to the user)
     layout: str  # human description of the on-disk layout found
-    cache_home: Path  # the cache goes into cache_home/.fewshot-cache when writable
+    cache_home: Path  # the data folder the cache belongs to (names its `data_cache_dir`)
     inputs: list[Path]  # files whose size + mtime key the cache
     params: dict  # everything else the decoded result depends on
     build: Callable[[Allocator], Built]
     n_classes: int | None = None  # known without decoding
     n_images: int | None = None  # known without decoding (None: only once decoded)
     meta: dict = field(default_factory=dict)  # extra ImageSplit.meta
+    # Decoded at a size the run chose (not one fixed by the data): the split's fingerprint is
+    # that of the same images at this size, so one episode file serves every --image-size
+    # (and files made when these sets were always decoded at 128 px stay valid).
+    fingerprint_size: int | None = None
+
+
+@dataclass
+class SizedSplit(ImageSplit):
+    """An ImageSplit decoded at the run's image size (see `SplitPlan.fingerprint_size`)."""
+
+    fingerprint_size: int = DECODE_SIZE
+
+    def fingerprint(self) -> str:
+        s = self.fingerprint_size
+        stand_in = copy.copy(self)  # the same labels and names; images of the canonical size
+        stand_in.images = np.broadcast_to(np.zeros((), np.uint8), (len(self.images), s, s, 3))
+        return ImageSplit.fingerprint(stand_in)
 
 
 def user_cache_dir() -> Path:
+    """The one folder every cache of fewshot-bench lives under: `$FEWSHOT_CACHE`, else
+    `$XDG_CACHE_HOME/fewshot-bench`, else ~/.cache/fewshot-bench."""
     env = os.environ.get(CACHE_ENV, "").strip()
     if env:
         return Path(env).expanduser()
@@ -76,12 +101,24 @@ def user_cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path("~/.cache").expanduser()) / "fewshot-bench"
 
 
-def cache_dirs(home: Path) -> list[Path]:
-    """Where a split's cache may live, in the order tried: next to the data, then the
-    user cache folder (one subfolder per data folder)."""
-    home = Path(os.path.abspath(home))
+def data_cache_dir(home: Path | str) -> Path:
+    """The cache subfolder of the data folder `home`: its name plus a hash of its absolute
+    path (two folders never collide), under `user_cache_dir()`. Decoded splits and the
+    automatic class splits of `folder:PATH` go here."""
+    home = Path(os.path.abspath(Path(home).expanduser()))
     tag = hashlib.sha256(str(home).encode()).hexdigest()[:10]
-    return [home / CACHE_DIRNAME, user_cache_dir() / f"{safe_name(home.name)[:40]}-{tag}"]
+    return user_cache_dir() / f"{safe_name(home.name)[:40]}-{tag}"
+
+
+def sized_name(name: str, size: int) -> str:
+    """Cache name of a split decoded at `size` px: `cub-224px`."""
+    return f"{name}-{size}px"
+
+
+def cache_dirs(home: Path) -> list[Path]:
+    """Where a split's cache is looked for, in order: the user cache (the only place one
+    is written), then `<home>/.fewshot-cache`, where older versions wrote it."""
+    return [data_cache_dir(home), Path(os.path.abspath(home)) / CACHE_DIRNAME]
 
 
 def plan_key(plan: SplitPlan) -> str:
@@ -148,7 +185,7 @@ def _open(folder: Path, stem: str, key: str) -> tuple[dict, np.ndarray, np.ndarr
 
 
 class _Writer:
-    """Writes one split's cache atomically into the first writable cache folder."""
+    """Writes one split's cache atomically into the data folder's user cache folder."""
 
     def __init__(self, plan: SplitPlan, key: str):
         self.plan, self.key, self.stem = plan, key, _stem(plan, key)
@@ -157,16 +194,15 @@ class _Writer:
         self.mm: np.ndarray | None = None
 
     def _writable_folder(self) -> Path | None:
-        for folder in cache_dirs(self.plan.cache_home):
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-")
-                os.close(fd)
-                os.unlink(probe)
-                return folder
-            except OSError:
-                continue
-        return None
+        folder = data_cache_dir(self.plan.cache_home)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-")
+            os.close(fd)
+            os.unlink(probe)
+            return folder
+        except OSError:
+            return None
 
     def alloc(self, n: int, h: int, w: int) -> np.ndarray:
         """A writable uint8 [n, h, w, 3] array: a memory map of the future cache file (so a
@@ -191,8 +227,8 @@ class _Writer:
         self.tmp, self.mm = None, None
 
     def commit(self, built: Built) -> Path | None:
-        """Write the three files; the JSON record last. Returns its path, or None when no
-        cache folder is writable (the split then lives in memory only)."""
+        """Write the three files; the JSON record last. Returns its path, or None when the
+        cache folder is not writable (the split then lives in memory only)."""
         if self.folder is None:
             return None
         folder, stem = self.folder, self.stem
@@ -291,6 +327,9 @@ def _split(plan: SplitPlan, images, labels, class_names, built_meta: dict,
     meta = {"source": str(plan.source), "layout": plan.layout,
             "cache": str(cache_path) if cache_path else None, "cache_hit": hit,
             **built_meta, **plan.meta}
-    return ImageSplit(dataset=plan.dataset, split=plan.split, images=images,
-                      labels=np.asarray(labels, dtype=np.int64),
-                      class_names=[str(c) for c in class_names], meta=meta)
+    kind, extra = ImageSplit, {}
+    if plan.fingerprint_size is not None:
+        kind, extra = SizedSplit, {"fingerprint_size": plan.fingerprint_size}
+    return kind(dataset=plan.dataset, split=plan.split, images=images,
+                labels=np.asarray(labels, dtype=np.int64),
+                class_names=[str(c) for c in class_names], meta=meta, **extra)

@@ -107,7 +107,8 @@ def format_catalog(root: str | Path | None = None) -> str:
                              f"{_count(sp.images, 'images')}")
         lines.append("")
     lines.append(f"{FOLDER_PREFIX}PATH: any folder with one subfolder of images per class; "
-                 "optional PATH/split.json, else a seeded 60/20/20 class split is written there")
+                 "optional PATH/split.json, else a seeded class split (--split-ratios, default "
+                 "0.6:0.2:0.2) kept in the user cache; nothing is written into PATH")
     return "\n".join(lines)
 
 

@@ -17,8 +17,10 @@ from ..errors import BenchError
 DATA_ENV = "FEWSHOT_DATA"  # default --data-root
 SPLITS = ("train", "val", "test")
 # Images of mixed sizes (CUB, image folders) are stored at one size: the shorter side is
-# resized to this many pixels (bicubic, antialiased) and the centre square is kept. The
-# backbone's own resize happens later, in the feature bank.
+# resized (bicubic, antialiased) and the centre square is kept. That size is the run's input
+# size (`create_dataset(..., image_size=)`: --image-size, else the backbone's), so photos are
+# never stored smaller than the backbone sees them; this one is for callers that do not
+# say (and the size their data fingerprints are computed at, `cache.SplitPlan`).
 DECODE_SIZE = 128
 
 # Extensions PIL registers that are not plain raster images (or need external tools).

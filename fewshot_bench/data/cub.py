@@ -16,8 +16,9 @@ numbered i = 0..199, train = i % 2 == 0 (100 classes), val = i % 4 == 1 (50), te
 i % 4 == 3 (50). (learn2learn's CUBirds200 instead uses Meta-Dataset's 140/30/30 split, which
 is not the customary one for this benchmark.)
 
-Photos have many sizes: each is decoded once, the shorter side resized to 128 px and the
-centre 128 x 128 kept (`common.DECODE_SIZE`), into the split's cache.
+Photos have many sizes: each is decoded once per image size, the shorter side resized to
+the run's input size (`image_size`: --image-size, else the backbone's, e.g. 224; else
+`common.DECODE_SIZE`) and the centre square kept, into the split's cache (`cub-224px-...`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 
 from . import DatasetInfo, register_dataset
 from .base import ImageSplit
-from .cache import Built, SplitPlan, load_split
+from .cache import Built, SplitPlan, load_split, sized_name
 from .common import how_to_get, DECODE_SIZE, data_error, learn2learn_datasets, require_dir
 from .decode import decode_all
 
@@ -87,8 +88,9 @@ def _table(path: Path, how: str) -> list[tuple[str, str]]:
     return rows
 
 
-def plan(split: str, root: Path) -> SplitPlan:
+def plan(split: str, root: Path, image_size: int | None = None) -> SplitPlan:
     how = _how(root)
+    size = image_size or DECODE_SIZE
     require_dir(NAME, root, _EXPECTED, how)
     base = _folder(root)
     require_dir(NAME, base, _EXPECTED, how)
@@ -117,13 +119,14 @@ def plan(split: str, root: Path) -> SplitPlan:
     labels = np.asarray([y for _, _, y in files], dtype=np.int64)
 
     def build(alloc) -> Built:
-        return Built(decode_all(paths, DECODE_SIZE, alloc, dataset=NAME, how=how), labels, in_split)
+        return Built(decode_all(paths, size, alloc, dataset=NAME, how=how), labels, in_split)
 
-    return SplitPlan(dataset=NAME, split=split, cache_name=NAME, source=base,
+    return SplitPlan(dataset=NAME, split=split, cache_name=sized_name(NAME, size), source=base,
                      layout="CUB-200-2011 archive", cache_home=base, inputs=index_files + paths,
-                     params={"version": _VERSION, "size": DECODE_SIZE, "split": "chen2019"},
+                     params={"version": _VERSION, "size": size, "split": "chen2019"},
                      build=build, n_classes=len(in_split), n_images=len(paths),
-                     meta={"class_split": "Chen et al. 2019 (100/50/50)"})
+                     meta={"class_split": "Chen et al. 2019 (100/50/50)"},
+                     fingerprint_size=DECODE_SIZE)
 
 
 def download(folder: Path) -> None:
@@ -133,8 +136,9 @@ def download(folder: Path) -> None:
 
 
 @register_dataset(NAME, info=DatasetInfo(
-    name=NAME, title="CUB-200-2011 birds (Chen et al. 2019 split): 100/50/50 classes, 128 px",
+    name=NAME, title="CUB-200-2011 birds (Chen et al. 2019 split): 100/50/50 classes, "
+                     "photos stored at the run's image size",
     locations=locations, plan=plan, manual=manual, download=download,
     download_moves={f"cubirds200/{FOLDER}": FOLDER}))
-def load(split: str, root: Path) -> ImageSplit:
-    return load_split(plan(split, root))
+def load(split: str, root: Path, image_size: int | None = None) -> ImageSplit:
+    return load_split(plan(split, root, image_size))
