@@ -211,3 +211,32 @@ def test_bench_run_groups_option(tmp_path, tiny):
     res = runner.invoke(main, tiny.args(tmp_path / "ep", tmp_path / "c", "--methods", "protonet",
                                         "--groups", str(tmp_path / "missing.csv")))
     assert res.exit_code == 2 and "no such file" in res.output and "Traceback" not in res.output
+
+
+def test_folder_groups_file_by_path_keeps_twins_apart(tmp_path, tiny):
+    """A folder data set whose classes hold pairs of near-identical photos: with a groups
+    file naming the pairs by path, no episode puts a pair on both sides."""
+    from PIL import Image
+
+    data_dir = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    rows = ["split,file,group"]
+    for c in range(6):
+        (data_dir / f"class{c}").mkdir(parents=True)
+        for g in range(6):
+            base = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+            for twin in range(2):
+                name = f"class{c}/img{g}_{twin}.png"
+                Image.fromarray(base if twin == 0 else 255 - base).save(data_dir / name)
+                rows.append(f"test,{name},c{c}g{g}")
+    (tmp_path / "groups.csv").write_text("\n".join(rows) + "\n")
+    data = create_dataset(f"folder:{data_dir}", "test", split_ratios="0:0:1")
+    grouping = resolve_groups(data, str(tmp_path / "groups.csv"))
+    assert grouping.count == 36
+    s = EpisodeSpec(f"folder:{data_dir}", "test", 5, 2, 3, 100, 0, grouped=True)
+    es = sample_episodes(data.labels, s, FP, grouping.groups)
+    assert not query_leaks(es, grouping.groups).any()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("split,file,group\ntest,class0/nope.png,a\n")
+    with pytest.raises(BenchError, match="not images of"):
+        resolve_groups(data, str(bad))

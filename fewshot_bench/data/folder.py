@@ -316,7 +316,9 @@ def plan(path_text: str, split: str, *, image_size: int | None = None,
 
     meta = {"split_file": str(split_file), "split_auto": auto,
             "split_help": _split_help(dataset, path, split_file, split_def, auto, ratios),
-            "unassigned_classes": unassigned, "skipped_folders": skipped}
+            "unassigned_classes": unassigned, "skipped_folders": skipped,
+            # image i's file, relative to the folder: a groups file may name images so
+            "files": [Path(f).relative_to(path).as_posix() for f in files]}
     if auto and split_file != path / SPLIT_FILE:
         meta["split_ratios"] = ratios or ratios_mod.DEFAULT
     name = "folder" if ratios is None else f"folder-{ratios_mod.tag(ratios)}"

@@ -11,7 +11,9 @@ image is an easy query (on emoji it added 1 to 2.4 points to ProtoNet's accuracy
 - `FILE`: a CSV with the columns ``split,index,group`` (``bench data audit --groups-out``
   writes one; optional columns ``dataset`` and ``fingerprint`` are checked), merged with the
   data set's own groups: images linked through either are one group. ``index`` is the
-  image's position in the split as loaded; images not listed are their own group.
+  image's position in the split as loaded; for `folder:PATH` data a ``file`` column (the
+  image's path relative to PATH, e.g. ``cat/img_01.jpg``) may stand instead, which is
+  easier to write by hand. Images not listed are their own group.
 """
 
 from __future__ import annotations
@@ -88,6 +90,17 @@ def read_groups_file(path: str | Path, data: ImageSplit) -> np.ndarray:
         table = pd.read_csv(path, dtype={"split": str, "group": str})
     except Exception as exc:  # pandas raises ParserError, UnicodeDecodeError, EmptyDataError...
         raise BenchError(f"--groups {path}: cannot read it as CSV ({type(exc).__name__}). {fix}") from None
+    files = data.meta.get("files")
+    if "index" not in table.columns and "file" in table.columns and files is not None:
+        position = {f: i for i, f in enumerate(files)}
+        table["index"] = [position.get(str(f), -1) if not str(f).startswith("..") else -1
+                          for f in table["file"]]
+        unknown = table.loc[(table["index"] < 0) & (table["split"] == data.split), "file"]
+        if len(unknown):
+            raise BenchError(f"--groups {path}: {len(unknown)} file(s) of the {data.split} rows "
+                             f"are not images of {data.dataset}/{data.split}, e.g. "
+                             f"{unknown.iloc[0]!r}. Name each image by its path relative to the "
+                             "data folder (class/name.jpg), or use an index column.")
     missing = [c for c in _COLUMNS if c not in table.columns]
     if missing:
         raise BenchError(f"--groups {path} lacks the column(s) {', '.join(missing)}. {fix}")
