@@ -190,13 +190,14 @@ def find_pairs(hashes: np.ndarray, max_distance: int, method: str = "auto"
     their distances; sorted by (i, j).
 
     method: "index" (multi-index), "brute" (all pairs), or "auto": the index unless it
-    would compare more than 1/8 of all pairs (its gathers cost several times a brute-force
-    comparison, measured on 60,000 hashes)."""
+    would compare more than 1/3 of all pairs. On 60,000 random hashes a candidate costs
+    ~6 ns in the index and a comparison ~2.8 ns in the brute force (all pairs: 5 s); the
+    index compares 0.07% of the pairs at distance 4 (0.04 s), 7% at 8 (0.7 s)."""
     h = np.ascontiguousarray(hashes, dtype=np.uint64)
     n = len(h)
     if method == "auto":
         all_pairs = n * (n - 1) // 2
-        method = "index" if _multi_index_cost(h, max_distance) * 8 < all_pairs else "brute"
+        method = "index" if _multi_index_cost(h, max_distance) * 3 < all_pairs else "brute"
     if method == "index":
         i, j = _multi_index_pairs(h, max_distance)
     elif method == "brute":
