@@ -331,3 +331,14 @@ def test_notebook_function_checks_its_input_too():
 def test_cli_help_states_the_module_default(tmp_path):
     r = run_bench(tmp_path, "data", "audit", "--help")
     assert r.exit_code == 0 and f"[default: {audit.DEFAULT_MAX_DISTANCE}]" in r.stdout
+
+
+def test_speed_benchmark_runs_and_finds_its_planted_copies():
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "audit_speed.py"
+    proc = subprocess.run([sys.executable, str(script), "--n", "2000", "--compare"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2,000 images:" in proc.stdout and "find_pairs brute" in proc.stdout
