@@ -240,3 +240,19 @@ def test_folder_groups_file_by_path_keeps_twins_apart(tmp_path, tiny):
     bad.write_text("split,file,group\ntest,class0/nope.png,a\n")
     with pytest.raises(BenchError, match="not images of"):
         resolve_groups(data, str(bad))
+
+
+def test_audit_groups_file_feeds_the_sampler(tmp_path):
+    """bench data audit --groups-out -> --groups FILE: the audit's near-duplicates and the
+    code points are one grouping, and the episodes keep both apart."""
+    from fewshot_bench.data.audit import audit_splits, write_groups
+
+    data = create_dataset("emoji", "test")
+    result = audit_splits([data])
+    path = write_groups(result, tmp_path / "groups.csv")
+    grouping = resolve_groups(data, str(path))
+    assert grouping.count < len(np.unique(data.groups))  # the audit joined some code points
+    s = EpisodeSpec("emoji", "test", 5, 1, 15, 200, 0, grouped=True)
+    es = sample_episodes(data.labels, s, FP, grouping.groups)
+    assert not query_leaks(es, grouping.groups).any()
+    assert not query_leaks(es, data.groups).any()
