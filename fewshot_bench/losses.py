@@ -1,20 +1,34 @@
 """Contrastive losses for few-shot fine-tuning: SCHaNe, SupCon, hard-negative (HCL), CE mix.
 
 SCHaNe: Long et al., "When hard negative sampling meets supervised contrastive learning",
-arXiv 2308.14893 (2023); successor CLCE, arXiv 2402.14551. No official code was published and
-the method section could not be read in full, so ``schane_loss`` is a *reconstruction* from
-the paper's description and the two public losses it builds on: SupCon (Khosla et al., NeurIPS
-2020, the L_out form) and the hard-negative contrastive loss of Robinson et al. (ICLR 2021).
+arXiv 2308.14893 (2023); successor CLCE, arXiv 2402.14551. The authors' code is public
+(GitHub GLA-IR/SCHaNe, ``CL_tools/losses.py``, function ``SCHaNe``, estimator "hard");
+``schane_authors_loss`` computes that form. ``schane_loss`` is an earlier *reconstruction*
+from the paper's description and the two public losses it builds on: SupCon (Khosla et al.,
+NeurIPS 2020, the L_out form) and the hard-negative contrastive loss of Robinson et al.
+(ICLR 2021). Both are kept; they are different losses.
 
-For L2-normalised embeddings z (rows) with labels y and s_ij = z_i . z_j / tau:
+For L2-normalised embeddings z (rows, all views stacked) with labels y and s_ij = z_i . z_j / tau:
 
     P(i) = {p != i : y_p == y_i}                     positives, chosen by label
     N(i) = {k : y_k != y_i}                          negatives
     w_ik = |N(i)| * softmax_{k in N(i)}(beta * s_ik)  hard-negative weights, mean 1 over N(i)
-    l_i  = -1/|P(i)| sum_{p in P(i)} log( e^{s_ip} / (e^{s_ip} + sum_{k in N(i)} w_ik e^{s_ik}) )
+    Ng_i = sum_{k in N(i)} w_ik e^{s_ik}
+
+    schane_loss (reconstruction, one log term per positive):
+      l_i = -1/|P(i)| sum_{p in P(i)} log( e^{s_ip} / (e^{s_ip} + Ng_i) )
+    schane_authors_loss (GLA-IR/SCHaNe, the positives' mean inside the log):
+      pos_i = 1/|P(i)| sum_{p in P(i)} e^{s_ip},   l_i = -log( pos_i / (pos_i + Ng_i) )
+
     L    = mean of l_i over the anchors with |P(i)| >= 1
 
-and the fine-tuning objective is ``(1 - lam) * CE + lam * L`` (``combined_loss``).
+The reconstruction averages |P(i)| log terms, each with its own denominator; the authors'
+form takes one log of the averaged positive similarity. They coincide exactly when every
+anchor has exactly one positive (1-shot with 2 views); with several positives the authors'
+loss is never larger (Jensen, twice), e.g. 6.19 against 9.97 at 5-way 5-shot, 2 views,
+tau 0.1 on random 8-dim unit vectors; the gap grows with the spread of s_ip over P(i).
+
+The fine-tuning objective is ``(1 - lam) * CE + lam * L`` (``combined_loss``).
 
 Conventions shared by every loss here:
 
@@ -47,11 +61,13 @@ from torch import Tensor, nn
 
 __all__ = [
     "schane_loss",
+    "schane_authors_loss",
     "supcon_loss",
     "hcl_loss",
     "combined_loss",
     "reference_schane_loss",
     "SCHaNeLoss",
+    "SCHaNeAuthorsLoss",
     "SupConLoss",
     "HCLLoss",
 ]
@@ -136,8 +152,14 @@ def _mean_over_anchors(per_pair: Tensor, pos: Tensor) -> Tensor:
     has_pos = n_pos > 0
     per_anchor = torch.where(pos, per_pair, torch.zeros_like(per_pair)).sum(dim=-1)
     per_anchor = per_anchor / n_pos.clamp_min(1).to(per_pair.dtype)
+    return _mean_of_anchor_terms(per_anchor, has_pos)
+
+
+def _mean_of_anchor_terms(per_anchor: Tensor, has_pos: Tensor) -> Tensor:
+    """per_anchor [E, B] -> per-episode mean over the anchors in `has_pos` [E, B]; the other
+    entries (whatever they hold) are dropped. Episodes without such an anchor give 0."""
     per_anchor = torch.where(has_pos, per_anchor, torch.zeros_like(per_anchor))
-    n_anchors = has_pos.sum(dim=-1).clamp_min(1).to(per_pair.dtype)
+    n_anchors = has_pos.sum(dim=-1).clamp_min(1).to(per_anchor.dtype)
     return per_anchor.sum(dim=-1) / n_anchors
 
 
@@ -158,13 +180,15 @@ def _check_single_class(pos: Tensor, neg: Tensor, single_class: str, name: str) 
     warnings.warn(msg + " (returned 0; pass single_class='error' to raise instead)", stacklevel=3)
 
 
-def _hard_negative_kernel(
-    z: Tensor, labels: Tensor, tau: float, beta: float, detach_weights: bool,
-    valid: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The SCHaNe formula on [E, B, D] (compute dtype) -> per-episode loss [E], pos, neg."""
-    pos, neg = _masks(labels, valid)
-    s = torch.matmul(z, z.transpose(-1, -2)) / tau  # [E, B, B]
+def _log_weighted_negatives(
+    s: Tensor, neg: Tensor, beta: float, detach_weights: bool,
+) -> tuple[Tensor, Tensor]:
+    """log Ng_i = log sum_{k in N(i)} w_ik e^{s_ik}, w_ik = |N(i)| softmax_{k in N(i)}(beta s_ik).
+
+    s [E, B, B] scaled similarities, neg [E, B, B] negative mask -> log Ng [E, B] and whether
+    the anchor has any negative (rows without one give 0; callers must discard them).
+    Shared by the reconstruction and the authors' form: the weights are the same in both.
+    """
     # log w_ik = log|N(i)| + log softmax_{k in N(i)}(beta * s_ik)
     n_neg = neg.sum(dim=-1, keepdim=True).clamp_min(1).to(s.dtype)
     lse_beta, _ = _masked_logsumexp(beta * s, neg)
@@ -172,12 +196,41 @@ def _hard_negative_kernel(
     if detach_weights:
         log_w = log_w.detach()
     # log sum_{k in N(i)} w_ik e^{s_ik}, as a log-sum-exp of (log w_ik + s_ik)
-    log_neg, has_neg = _masked_logsumexp(log_w + s, neg)  # [E, B]
+    return _masked_logsumexp(log_w + s, neg)
+
+
+def _hard_negative_kernel(
+    z: Tensor, labels: Tensor, tau: float, beta: float, detach_weights: bool,
+    valid: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The SCHaNe formula on [E, B, D] (compute dtype) -> per-episode loss [E], pos, neg."""
+    pos, neg = _masks(labels, valid)
+    s = torch.matmul(z, z.transpose(-1, -2)) / tau  # [E, B, B]
+    log_neg, has_neg = _log_weighted_negatives(s, neg, beta, detach_weights)  # [E, B]
     # -log(e^{s_ip} / (e^{s_ip} + e^{log_neg_i})) = log(1 + e^{log_neg_i - s_ip})
     per_pair = torch.logaddexp(log_neg.unsqueeze(-1) - s, torch.zeros_like(s))
     # no negatives: the denominator is e^{s_ip} alone, the term is exactly 0
     per_pair = torch.where(has_neg.unsqueeze(-1), per_pair, torch.zeros_like(per_pair))
     return _mean_over_anchors(per_pair, pos), pos, neg
+
+
+def _authors_kernel(
+    z: Tensor, labels: Tensor, tau: float, beta: float, detach_weights: bool,
+    valid: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The authors' SCHaNe (GLA-IR/SCHaNe) on [E, B, D] -> per-episode loss [E], pos, neg."""
+    pos, neg = _masks(labels, valid)
+    s = torch.matmul(z, z.transpose(-1, -2)) / tau  # [E, B, B]
+    log_neg, has_neg = _log_weighted_negatives(s, neg, beta, detach_weights)  # [E, B]
+    # log pos_i = log( 1/|P(i)| sum_{p in P(i)} e^{s_ip} )
+    lse_pos, has_pos = _masked_logsumexp(s, pos)
+    n_pos = pos.sum(dim=-1).clamp_min(1).to(s.dtype)
+    log_pos = lse_pos - torch.log(n_pos)
+    # -log(pos_i / (pos_i + Ng_i)) = log(1 + e^{log Ng_i - log pos_i})
+    per_anchor = torch.logaddexp(log_neg - log_pos, torch.zeros_like(log_pos))
+    # no negatives: the ratio is pos_i / pos_i, the term is exactly 0
+    per_anchor = torch.where(has_neg, per_anchor, torch.zeros_like(per_anchor))
+    return _mean_of_anchor_terms(per_anchor, has_pos), pos, neg
 
 
 # --------------------------------------------------------------------------- losses
@@ -218,6 +271,47 @@ def schane_loss(
         loss, pos, neg = _hard_negative_kernel(zc, lab, float(tau), float(beta), detach_weights,
                                                valid)
     _check_single_class(pos, neg, single_class, "schane_loss")
+    return loss[0] if single else loss
+
+
+def schane_authors_loss(
+    z: Tensor,
+    labels: Tensor,
+    *,
+    tau: float = 0.1,
+    beta: float = 1.0,
+    detach_weights: bool = False,
+    single_class: str = "zero",
+    valid: Tensor | None = None,
+) -> Tensor:
+    """SCHaNe as in the authors' public code (GLA-IR/SCHaNe, ``SCHaNe``, estimator "hard").
+
+    l_i = -log(pos_i / (pos_i + Ng_i)) with pos_i the *mean* of e^{s_ip} over the positives
+    (inside the log) and Ng_i the hard-negative sum of ``schane_loss``; see the module
+    docstring. Equal to ``schane_loss`` when every anchor has exactly one positive (1-shot,
+    2 views), otherwise never larger and in general smaller. Computed in log space: log pos_i is a
+    log-sum-exp over the positives minus log|P(i)|, l_i = softplus(log Ng_i - log pos_i).
+
+    Deliberate, documented deviations from the authors' code, all in edge cases:
+
+    - anchors without a positive are left out of the mean (the authors' code divides 0 by 0
+      there, so one such anchor makes the whole batch loss NaN); no positive anywhere gives
+      0 with a zero gradient, as for ``schane_loss``;
+    - a batch without negatives (single class) gives 0 with the same ``single_class``
+      handling as ``schane_loss`` (the authors' code takes the mean of an empty weight
+      vector there, NaN);
+    - everything is in log space with per-row maxima over the masked entries, where the
+      authors exponentiate after subtracting the row max over all entries (self included),
+      which can underflow at small tau.
+
+    Arguments, shapes, dtype handling and the other conventions are those of ``schane_loss``
+    (gradient flows through the weights unless ``detach_weights``, as in the authors' code).
+    """
+    zc, lab, single = _prepare(z, labels, tau)
+    valid = _prepare_valid(valid, lab, single)
+    with _no_autocast(zc.device):
+        loss, pos, neg = _authors_kernel(zc, lab, float(tau), float(beta), detach_weights, valid)
+    _check_single_class(pos, neg, single_class, "schane_authors_loss")
     return loss[0] if single else loss
 
 
@@ -394,6 +488,16 @@ class SCHaNeLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, beta={self.beta}, detach_weights={self.detach_weights}"
+
+
+class SCHaNeAuthorsLoss(SCHaNeLoss):
+    """``schane_authors_loss`` with its hyperparameters fixed at construction; forward(z, labels)."""
+
+    def forward(self, z: Tensor, labels: Tensor) -> Tensor:
+        return schane_authors_loss(
+            z, labels, tau=self.tau, beta=self.beta,
+            detach_weights=self.detach_weights, single_class=self.single_class,
+        )
 
 
 class SupConLoss(nn.Module):

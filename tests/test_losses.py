@@ -12,11 +12,13 @@ import torch.nn.functional as F
 
 from fewshot_bench.losses import (
     HCLLoss,
+    SCHaNeAuthorsLoss,
     SCHaNeLoss,
     SupConLoss,
     combined_loss,
     hcl_loss,
     reference_schane_loss,
+    schane_authors_loss,
     schane_loss,
     supcon_loss,
 )
@@ -480,3 +482,262 @@ def test_hcl_equals_schane_when_each_class_has_one_image():
     (gb,) = torch.autograd.grad(b.sum(), z)
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(ga, gb)
+
+
+
+# -- the authors' form (GLA-IR/SCHaNe): mean of the positives inside the log ---------------
+
+
+def authors_loop(z, labels, tau, beta, detach_weights=False):
+    """The authors' SCHaNe written from its formula, float64, plain loops over anchors,
+    positives and negatives (scalar torch ops, so autograd runs through it):
+    pos_i = mean_{p in P(i)} e^{s_ip}; w_ik = |N(i)| e^{beta s_ik} / sum_k' e^{beta s_ik'};
+    Ng_i = sum_k w_ik e^{s_ik}; l_i = -log(pos_i / (pos_i + Ng_i)); mean over anchors with a
+    positive (the authors' code would give NaN for the others). No log-sum-exp: tau >= 0.1."""
+    yy = labels.tolist()
+    n = len(yy)
+    zero = z.sum() * 0.0  # graph-connected 0
+
+    def sim(i, j):
+        return (z[i] * z[j]).sum() / tau
+
+    terms = []
+    for i in range(n):
+        positives = [p for p in range(n) if p != i and yy[p] == yy[i]]
+        negatives = [k for k in range(n) if yy[k] != yy[i]]
+        if not positives:
+            continue
+        pos = zero
+        for p in positives:
+            pos = pos + torch.exp(sim(i, p))
+        pos = pos / len(positives)
+        if not negatives:
+            terms.append(zero)
+            continue
+        imp = [torch.exp(beta * sim(i, k)) for k in negatives]
+        total = zero
+        for v in imp:
+            total = total + v
+        ng = zero
+        for v, k in zip(imp, negatives):
+            w = len(negatives) * v / total
+            if detach_weights:
+                w = w.detach()
+            ng = ng + w * torch.exp(sim(i, k))
+        terms.append(-torch.log(pos / (pos + ng)))
+    if not terms:
+        return zero
+    out = zero
+    for v in terms:
+        out = out + v
+    return out / len(terms)
+
+
+def grad_of(fn, z):
+    zz = z.detach().clone().requires_grad_(True)
+    loss = fn(zz)
+    (g,) = torch.autograd.grad(loss, zz)
+    return loss.detach(), g
+
+
+def rel_norm(a, b):
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+def five_way_five_shot(seed, dim=8, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    z = F.normalize(torch.randn(50, dim, generator=g, dtype=torch.float64), dim=-1).to(dtype)
+    y = torch.arange(5).repeat_interleave(5).repeat(2)  # 5 classes x 5 images, 2 views stacked
+    return z, y
+
+
+def uneven(seed):
+    """Classes of 1, 2, 3, 5 images x 2 views, plus one single-view sample of its own class
+    (an anchor without a positive, still a negative for everyone else)."""
+    g = torch.Generator().manual_seed(seed)
+    per_view = torch.tensor([0] + [1] * 2 + [2] * 3 + [3] * 5)
+    y = torch.cat([per_view, per_view, torch.tensor([9])])
+    z = F.normalize(torch.randn(len(y), 6, generator=g, dtype=torch.float64), dim=-1)
+    perm = torch.randperm(len(y), generator=g)
+    return z[perm], y[perm]
+
+
+@pytest.mark.parametrize("case", ["5way5shot", "uneven"])
+@pytest.mark.parametrize("detach", [False, True])
+@pytest.mark.parametrize("tau", [0.1, 0.5])
+@pytest.mark.parametrize("beta", [0.0, 1.0, 2.0])
+def test_authors_matches_loop_value_and_grad(case, detach, tau, beta):
+    z, y = five_way_five_shot(0) if case == "5way5shot" else uneven(1)
+    got, g_got = grad_of(lambda v: schane_authors_loss(v, y, tau=tau, beta=beta,
+                                                       detach_weights=detach), z)
+    want, g_want = grad_of(lambda v: authors_loop(v, y, tau, beta, detach), z)
+    assert got.dtype == torch.float64 and got.dim() == 0
+    assert rel_err(got, want) < 1e-9
+    assert rel_norm(g_got, g_want) < 1e-9
+    assert torch.allclose(g_got, g_want, rtol=1e-9, atol=1e-12 * float(g_want.abs().max()))
+
+
+def test_authors_detach_changes_gradient_not_value():
+    z, y = uneven(2)
+    a, ga = grad_of(lambda v: schane_authors_loss(v, y, beta=1.0), z)
+    b, gb = grad_of(lambda v: schane_authors_loss(v, y, beta=1.0, detach_weights=True), z)
+    assert torch.equal(a, b) and rel_norm(ga, gb) > 1e-3
+
+
+@pytest.mark.parametrize("beta,tau", [(0.0, 0.1), (1.0, 0.1), (2.0, 0.05), (1.0, 0.5)])
+def test_authors_equals_reconstruction_with_one_positive_each(beta, tau):
+    """1-shot with 2 views: every anchor has exactly one positive, the two forms coincide
+    (values and gradients); with several positives they differ, the authors' being smaller."""
+    g = torch.Generator().manual_seed(7)
+    z = F.normalize(torch.randn(3, 10, 8, generator=g, dtype=torch.float64), dim=-1)
+    y = torch.arange(5).repeat(2).expand(3, -1)  # 5 images, 2 views, one image per class
+    a, ga = grad_of(lambda v: schane_authors_loss(v, y, tau=tau, beta=beta).sum(), z)
+    b, gb = grad_of(lambda v: schane_loss(v, y, tau=tau, beta=beta).sum(), z)
+    assert rel_err(a, b) < 1e-12
+    torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-12)
+    for e in range(3):
+        assert rel_err(schane_authors_loss(z[e], y[e], tau=tau, beta=beta),
+                       schane_loss(z[e], y[e], tau=tau, beta=beta)) < 1e-12
+    z5, y5 = five_way_five_shot(1)
+    authors = float(schane_authors_loss(z5, y5, tau=tau, beta=beta))
+    ours = float(schane_loss(z5, y5, tau=tau, beta=beta))
+    assert authors < ours - 1e-3
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_authors_never_above_reconstruction(seed):
+    g = torch.Generator().manual_seed(50 + seed)
+    z = F.normalize(torch.randn(4, 16, 5, generator=g, dtype=torch.float64), dim=-1)
+    y = torch.randint(0, 4, (4, 16), generator=g)
+    for beta in (0.0, 1.0, 3.0):
+        assert torch.all(schane_authors_loss(z, y, beta=beta) <= schane_loss(z, y, beta=beta) + 1e-12)
+
+
+def test_authors_batched_equals_per_episode():
+    eps = [make_batch(s, 12, c) for s, c in [(0, 2), (1, 3), (2, 4), (3, 6)]]
+    z = torch.stack([e[0] for e in eps])
+    y = torch.stack([e[1] for e in eps])
+    for kw in ({"tau": 0.1, "beta": 1.0}, {"tau": 0.05, "beta": 0.0},
+               {"tau": 0.2, "beta": 2.0, "detach_weights": True}):
+        out, gb = grad_of(lambda v: schane_authors_loss(v, y, **kw).sum(), z)
+        per = schane_authors_loss(z, y, **kw)
+        assert per.shape == (4,)
+        for e in range(4):
+            one, ge = grad_of(lambda v: schane_authors_loss(v, y[e], **kw), z[e])
+            assert torch.allclose(per[e], one, rtol=1e-12, atol=0)
+            assert torch.allclose(gb[e], ge, rtol=1e-10, atol=1e-12)
+
+
+def test_authors_valid_mask_equals_removing_the_samples():
+    g = torch.Generator().manual_seed(3)
+    e, b, d = 3, 14, 6
+    z = F.normalize(torch.randn(e, b, d, generator=g, dtype=torch.float64), dim=-1)
+    labels = torch.randint(0, 3, (e, b), generator=g)
+    valid = torch.rand(e, b, generator=g) > 0.3
+    out, grad = grad_of(lambda v: schane_authors_loss(v, labels, tau=0.2, valid=valid).sum(), z)
+    per = schane_authors_loss(z, labels, tau=0.2, valid=valid)
+    for i in range(e):
+        keep = valid[i]
+        want, g_want = grad_of(lambda v: schane_authors_loss(v, labels[i, keep], tau=0.2), z[i, keep])
+        torch.testing.assert_close(per[i], want, rtol=1e-12, atol=0)
+        torch.testing.assert_close(grad[i, keep], g_want, rtol=1e-10, atol=1e-12)
+    assert torch.all(grad[~valid] == 0) and grad[valid].abs().sum() > 0
+    # a 2-D call takes a [B] mask
+    torch.testing.assert_close(schane_authors_loss(z[0], labels[0], tau=0.2, valid=valid[0]), per[0])
+
+
+def test_authors_autocast_bf16_float32_inside():
+    z64, y = five_way_five_shot(4, dim=64)
+    ref = schane_authors_loss(z64, y, tau=0.05, beta=2.0)
+    z_low = z64.float().to(torch.bfloat16).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = schane_authors_loss(z_low, y, tau=0.05, beta=2.0)
+    out.backward()
+    assert out.dtype == torch.float32 and torch.isfinite(out)
+    assert torch.isfinite(z_low.grad).all()
+    # float32 inside: the float64 value on the same rounded input, to float32 accuracy ...
+    assert rel_err(out, schane_authors_loss(z_low.detach().double(), y, tau=0.05, beta=2.0)) < 1e-5
+    # ... and close to the full-precision loss (only the bf16 rounding of z differs)
+    assert rel_err(out, ref) < 2e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_authors_identical_embeddings_finite(dtype):
+    z = F.normalize(torch.ones(8, 16), dim=-1).to(dtype).requires_grad_(True)
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    for beta in (0.0, 1.0, 6.0):
+        loss = schane_authors_loss(z, y, tau=0.05, beta=beta)
+        (grad,) = torch.autograd.grad(loss, z)
+        assert torch.isfinite(loss) and torch.isfinite(grad).all()
+        # all s equal: pos = e^s, Ng = |N| e^s, l = log(1 + |N|) = log 7
+        assert loss.item() == pytest.approx(math.log(7.0), rel=1e-5)
+
+
+def test_authors_well_separated_clusters_float32():
+    # tight clusters at tau 0.05: pos_i / (pos_i + Ng_i) is 1 - 1e-6-ish, resolved in log space
+    g = torch.Generator().manual_seed(3)
+    a, r = F.normalize(torch.randn(2, 16, generator=g, dtype=torch.float64), dim=-1)
+    b = 0.3 * a + math.sqrt(1 - 0.3**2) * F.normalize(r - (r @ a) * a, dim=-1)
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    noise = 1e-3 * torch.randn(8, 16, generator=g, dtype=torch.float64)
+    z = F.normalize(torch.where(y[:, None] == 0, a, b) + noise, dim=-1)
+    for beta in (1.0, 6.0):
+        ref = float(schane_authors_loss(z, y, tau=0.05, beta=beta))
+        assert 1e-7 < ref < 1e-4
+        z32 = z.float().requires_grad_(True)
+        loss = schane_authors_loss(z32, y, tau=0.05, beta=beta)
+        (grad,) = torch.autograd.grad(loss, z32)
+        assert torch.isfinite(loss) and torch.isfinite(grad).all()
+        assert rel_err(loss, schane_authors_loss(z32.detach().double(), y, tau=0.05, beta=beta)) < 1e-4
+
+
+def test_authors_anchors_without_positive_left_out():
+    z, _ = make_batch(3, 7, 1, dtype=torch.float64)
+    y = torch.tensor([0, 0, 0, 1, 1, 2, 3])  # anchors 5 and 6 have no positive
+    got = float(schane_authors_loss(z, y, tau=0.1))
+    ref = float(authors_loop(z, y, 0.1, 1.0))
+    assert rel_err(got, ref) < 1e-9
+    assert abs(got - ref * 5 / 7) > 1e-3  # not counted as zero
+    # the singletons still act as negatives
+    assert abs(got - float(schane_authors_loss(z[:5], y[:5], tau=0.1))) > 1e-3
+
+
+def test_authors_no_positive_zero_grad_and_single_class():
+    z, _ = make_batch(0, 5, 5, dtype=torch.float32)
+    z.requires_grad_(True)
+    loss = schane_authors_loss(z, torch.arange(5))  # 1-shot, one view: nobody has a positive
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert torch.equal(z.grad, torch.zeros_like(z))
+    zb = torch.stack([z.detach(), z.detach()]).requires_grad_(True)
+    lb = schane_authors_loss(zb, torch.arange(5).expand(2, -1))
+    lb.sum().backward()
+    assert torch.equal(lb, torch.zeros(2)) and torch.equal(zb.grad, torch.zeros_like(zb))
+    # single class: no negatives, exactly 0, warned or raised like schane_loss
+    zs = z.detach().clone().requires_grad_(True)
+    y0 = torch.zeros(5, dtype=torch.long)
+    with pytest.warns(UserWarning, match="schane_authors_loss.*single class"):
+        loss = schane_authors_loss(zs, y0)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(zs.grad, torch.zeros_like(zs))
+    with pytest.raises(ValueError, match="single class"):
+        schane_authors_loss(zs.detach(), y0, single_class="error")
+    with pytest.raises(ValueError, match="single_class"):
+        schane_authors_loss(zs.detach(), torch.tensor([0, 0, 1, 1, 2]), single_class="nan")
+
+
+def test_authors_gradcheck_and_module():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    yb = torch.tensor([[0, 0, 0, 1, 1, 2, 2], [0, 1, 0, 1, 1, 1, 2]])
+    assert torch.autograd.gradcheck(
+        lambda v: schane_authors_loss(F.normalize(v, dim=-1), yb, tau=0.3, beta=1.5), (x,))
+    z, y = make_batch(4, 12, 3)
+    m = SCHaNeAuthorsLoss(tau=0.2, beta=2.0, detach_weights=True)
+    assert torch.equal(m(z, y), schane_authors_loss(z, y, tau=0.2, beta=2.0, detach_weights=True))
+    assert "beta=2.0" in repr(m)
+    with pytest.raises(ValueError):
+        SCHaNeAuthorsLoss(single_class="ignore")
+    with pytest.raises(ValueError, match="tau"):
+        schane_authors_loss(z, y, tau=0.0)
