@@ -355,9 +355,8 @@ def query_leaks(episodes: EpisodeSet, groups: np.ndarray) -> np.ndarray:
     """bool [E, N*Q]: which queries share a group with a (real) support image of their
     episode, i.e. are a near-copy of one. All False for group-aware episodes."""
     groups = np.asarray(groups)
-    support = np.where(episodes.support_mask, groups[episodes.support], -1 - groups.max(initial=0))
-    query = groups[episodes.query]
-    return (query[:, :, None] == support[:, None, :]).any(axis=2)
+    same = groups[episodes.query][:, :, None] == groups[episodes.support][:, None, :]
+    return (same & episodes.support_mask[:, None, :]).any(axis=2)
 
 
 def _grouped_pool(labels: np.ndarray, groups: np.ndarray, spec: EpisodeSpec) -> np.ndarray:
@@ -385,7 +384,6 @@ def _sample_grouped(labels: np.ndarray, groups: np.ndarray, spec: EpisodeSpec):
     pool = _grouped_pool(labels, groups, spec)
     n_ways, k, q, e = spec.ways, spec.shots, spec.queries, spec.episodes
     members = [np.flatnonzero(labels == c) for c in pool]
-    member_groups = [groups[m] for m in members]
     dist = parse_shots_dist(spec.shots_dist) if spec.shots_dist else None
     rng = np.random.default_rng(spec.seed)
     chosen = np.empty((e, n_ways), dtype=np.int64)
@@ -398,15 +396,14 @@ def _sample_grouped(labels: np.ndarray, groups: np.ndarray, spec: EpisodeSpec):
             cls = np.argpartition(ckeys, n_ways - 1)[:n_ways] if n_ways < len(pool) else np.arange(n_ways)
             cls = cls[np.argsort(ckeys[cls])]
             orders = [members[c][np.argsort(rng.random(len(members[c])))] for c in cls]
-            taken = []
-            for j, order in enumerate(orders):
-                _, first = np.unique(groups[order], return_index=True)
+            order_groups = [groups[order] for order in orders]
+            for j, (order, og) in enumerate(zip(orders, order_groups)):
+                _, first = np.unique(og, return_index=True)
                 support[i, j] = order[np.sort(first)[:k]]
-                taken.append(groups[support[i, j]])
-            taken = np.concatenate(taken)
+            taken = groups[support[i]].reshape(-1)
             ok = True
-            for j, order in enumerate(orders):
-                free = order[~np.isin(groups[order], taken)]
+            for j, (order, og) in enumerate(zip(orders, order_groups)):
+                free = order[~np.isin(og, taken)]
                 if len(free) < q:
                     ok = False
                     break

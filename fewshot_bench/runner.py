@@ -179,7 +179,7 @@ def _make_record(cfg, out, spec, episodes, episode_file, data, image_size, model
                      "content_hash": episodes.content_hash,
                      "data_fingerprint": episodes.data_fingerprint,
                      "grouped": spec.grouped,
-                     "groups": {**grouping.record(), **_group_pool(data, spec, grouping)}},
+                     "groups": {**grouping.record(), **_classes_left_out(data, spec, grouping)}},
         "data": {"dataset": data.dataset, "split": data.split, "classes": data.num_classes,
                  "images": len(data), "image_size": image_size,
                  **{k: str(data.meta[k]) if k != "split_matches_reference" else data.meta[k]
@@ -194,7 +194,7 @@ def _make_record(cfg, out, spec, episodes, episode_file, data, image_size, model
     }
 
 
-def _group_pool(data, spec: EpisodeSpec, grouping: Grouping) -> dict:
+def _classes_left_out(data, spec: EpisodeSpec, grouping: Grouping) -> dict:
     """Which classes group-aware episodes leave out: those that cannot give K support
     images from distinct groups and Q queries from the others (`leak_free_classes`)."""
     if not spec.grouped:
@@ -262,7 +262,6 @@ class _Inputs:
     image_size: int
     split: object
     grouping: Grouping
-    data_fingerprint: str  # of the data and, for group-aware episodes, their groups
 
 
 def episode_spec(cfg: RunConfig, data) -> tuple[EpisodeSpec, Grouping, str]:
@@ -302,13 +301,13 @@ def _read_inputs(cfg: RunConfig, episodes: EpisodeSet | None = None) -> _Inputs:
         _check_same_data(cfg, data, episodes, fingerprint)
         episode_file, created = None, False
     else:
-        episodes, episode_file, created, grouping, fingerprint = episodes_for(cfg, data)
+        episodes, episode_file, created, grouping, _ = episodes_for(cfg, data)
         spec = episodes.spec
     model = create_backbone(cfg.backbone, weights=cfg.weights)
     data_cfg = backbone_data_config(model)
     image_size = cfg.image_size or data.meta.get("image_size") or data_cfg["input_size"][-1]
     return _Inputs(data, spec, episodes, episode_file, created, model, data_cfg, image_size,
-                   split_backbone(model, cfg.tune), grouping, fingerprint)
+                   split_backbone(model, cfg.tune), grouping)
 
 
 def _check_same_data(cfg: RunConfig, data, episodes: EpisodeSet, here: str) -> None:

@@ -40,6 +40,7 @@ from ..errors import BenchError
 from ..fileio import atomic_open
 from .base import ImageSplit
 from .common import SPLITS, resolve_root, safe_name
+from .groups import connected_components
 
 KINDS = ("within-class", "across-classes", "across-splits")
 # Checked on the emoji images (400 sampled, see the README): distance <= 4 finds 94% of
@@ -241,18 +242,13 @@ def _groups(dataset: str, splits: list[str], sizes: dict[str, int], fingerprints
             class_of: dict[str, list[str]], paths: dict[str, list[str] | None],
             pairs: pd.DataFrame) -> pd.DataFrame:
     """Connected components (size >= 2) of the within-split pairs, one row per image."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     rows, next_id = [], 1
     for split in splits:
         same = pairs[(pairs["split_a"] == split) & (pairs["split_b"] == split)]
         n = sizes[split]
         if same.empty or n == 0:
             continue
-        a, b = same["index_a"].to_numpy(), same["index_b"].to_numpy()
-        graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
-        _, comp = connected_components(graph, directed=False)
+        comp = connected_components(n, same["index_a"].to_numpy(), same["index_b"].to_numpy())
         size = np.bincount(comp)
         members = np.flatnonzero(size[comp] >= 2)  # ascending index
         # number clusters in order of their first image, so the file is deterministic

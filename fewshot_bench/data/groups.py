@@ -28,7 +28,7 @@ from ..errors import BenchError
 from .base import ImageSplit
 
 __all__ = ["GROUPS_AUTO", "GROUPS_NONE", "Grouping", "resolve_groups", "read_groups_file",
-           "merge_groups"]
+           "merge_groups", "connected_components"]
 
 GROUPS_AUTO = "auto"
 GROUPS_NONE = "none"
@@ -52,17 +52,20 @@ class Grouping:
                 **({"file_sha256": self.file_sha256} if self.file_sha256 else {})}
 
 
-def _components(n: int, images: np.ndarray, nodes: np.ndarray) -> np.ndarray:
-    """Connected components of n images linked to group nodes by the edges
-    (images[i], nodes[i]); int64 [n], one id per component."""
+def connected_components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Component id (int64 [n]) of each of n nodes linked by the edges (a[i], b[i])."""
     from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    from scipy.sparse.csgraph import connected_components as components
 
+    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+    return components(graph, directed=False)[1].astype(np.int64)
+
+
+def _components(n: int, images: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """Groups of n images linked to group nodes by the edges (images[i], nodes[i]): the
+    components of images and nodes together, read off for the images."""
     size = n + int(nodes.max(initial=-1)) + 1
-    graph = coo_matrix((np.ones(len(images), dtype=np.int8), (images, n + nodes)),
-                       shape=(size, size))
-    _, component = connected_components(graph, directed=False)
-    return component[:n].astype(np.int64)
+    return connected_components(size, images, n + nodes)[:n]
 
 
 def merge_groups(*partitions: np.ndarray) -> np.ndarray:
