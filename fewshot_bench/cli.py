@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .config import METHODS, OPTIMIZERS, TUNE_MODES, RunConfig
+from .config import LOGREG_SOLVERS, METHODS, OPTIMIZERS, TUNE_MODES, RunConfig
 from .errors import BenchError, RunFailed
 
 _DEFAULTS = RunConfig()
@@ -97,6 +97,10 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--weight-decay", type=float, default=_DEFAULTS.weight_decay, show_default=True)
 @click.option("--logit-scale", type=float, default=_DEFAULTS.logit_scale, show_default=True,
               help="Scale of the cosine head's logits.")
+@click.option("--logreg-c", type=float, default=_DEFAULTS.logreg_c, show_default=True,
+              help="logreg: inverse L2 strength (scikit-learn's C).")
+@click.option("--logreg-solver", type=click.Choice(LOGREG_SOLVERS), default=_DEFAULTS.logreg_solver,
+              show_default=True, help="logreg: batched torch solver or scikit-learn (reference).")
 @click.option("--tune", type=click.Choice(TUNE_MODES), default=_DEFAULTS.tune, show_default=True,
               help="What trains per episode: head, norm (final norm's scale/shift), last "
                    "(last stage), full (whole backbone).")
@@ -179,7 +183,7 @@ def baseline_cmd(run_dir: str, out: str) -> None:
               help="The split whose images are trained on (and held out) [default: train].")
 @click.option("--split-ratios", default=None, metavar="TRAIN:VAL:TEST",
               help=_SPLIT_RATIOS_HELP)
-@click.option("--method", default=None, help="ce or schane [default: schane].")
+@click.option("--method", default=None, help="ce, schane (the authors' loss) or schane-perpos [default: schane].")
 @click.option("--out", default=None,
               help="Output folder [default: results/finetune/<time>-...]; never overwritten.")
 @click.option("--epochs", type=int, default=None,

@@ -9,16 +9,24 @@ from . import split_ratios as ratios
 from .errors import BenchError
 from .shots import parse_shots_dist
 
-# protonet and linear-probe leave the backbone as it is (no fine-tuning): nearest class mean
-# of the pretrained embeddings, and a linear classifier trained on them. supcon and hcl are
-# SCHaNe's ablations: labels without hard-negative weights, and hard-negative weights
-# without labels; schane-detached is SCHaNe with no gradient through those weights.
-METHODS = ("protonet", "linear-probe", "ce", "schane", "schane-detached", "supcon", "hcl")
+# protonet, linear-probe and logreg leave the backbone as it is (no fine-tuning): nearest
+# class mean of the pretrained embeddings, a linear classifier trained on them with the
+# fine-tuning optimiser, and the authors' L2 logistic regression (logreg.py). schane is the
+# authors' loss (GLA-IR/SCHaNe), schane-perpos this harness's earlier per-positive
+# reconstruction. supcon and hcl are SCHaNe's ablations: labels without hard-negative
+# weights, and hard-negative weights without labels; schane-detached is SCHaNe with no
+# gradient through those weights.
+METHODS = ("protonet", "linear-probe", "logreg", "ce", "schane", "schane-perpos",
+           "schane-detached", "supcon", "hcl")
 # trained with (1 - lambda) CE + lambda * term; the value names the term (losses.py)
-CONTRASTIVE_TERM = {"schane": "schane", "schane-detached": "schane", "supcon": "supcon",
-                    "hcl": "hcl"}
+CONTRASTIVE_TERM = {"schane": "schane", "schane-perpos": "schane-perpos",
+                    "schane-detached": "schane", "supcon": "supcon", "hcl": "hcl"}
+# What `schane` (and schane-detached, hcl) compute: the authors' form. Records written before
+# the switch lack the field and ran the per-positive form (results.BEFORE_ADDED).
+SCHANE_FORM = "authors"
 CONTRASTIVE = tuple(CONTRASTIVE_TERM)
-FROZEN_BACKBONE = ("protonet", "linear-probe")  # methods that never change the backbone
+FROZEN_BACKBONE = ("protonet", "linear-probe", "logreg")  # never change the backbone
+LOGREG_SOLVERS = ("torch", "sklearn")  # logreg.SOLVERS; sklearn is the reference
 TUNE_MODES = ("head", "norm", "last", "full")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
@@ -69,6 +77,7 @@ class RunConfig:
     tau: float = 0.1
     beta: float = 1.0
     detach_weights: bool = False
+    schane_form: str = SCHANE_FORM  # recorded, not an option: which loss `schane` is
     views: int = 2
     bank_views: int = 8
     steps: int = 50
@@ -76,6 +85,8 @@ class RunConfig:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     logit_scale: float = 10.0
+    logreg_c: float = 1.0  # logreg: inverse L2 strength, scikit-learn's C (the authors' 1)
+    logreg_solver: str = "torch"  # logreg: batched exact solver, or scikit-learn per episode
     tune: str = "norm"
     # where and how
     device: str = "auto"
@@ -116,9 +127,13 @@ class RunConfig:
             bad(f"Unknown method(s) {', '.join(unknown)} in --methods. Known methods: {', '.join(METHODS)}.")
         if len(set(self.methods)) != len(self.methods):
             bad(f"--methods lists a method twice: {','.join(self.methods)}.")
+        if self.schane_form != SCHANE_FORM:
+            bad(f"schane_form {self.schane_form!r} is not this version's: `schane` is the "
+                f"authors' loss ({SCHANE_FORM!r}); the earlier per-positive form is the method "
+                "schane-perpos. Remove schane_form from the configuration.")
         if not 0.0 <= self.lam <= 1.0:
             bad(f"--lambda must lie in [0, 1] (got {self.lam}): 0 is plain CE, 1 is SCHaNe alone.")
-        for name in ("lam", "tau", "beta", "lr", "weight_decay", "logit_scale"):
+        for name in ("lam", "tau", "beta", "lr", "weight_decay", "logit_scale", "logreg_c"):
             if not math.isfinite(getattr(self, name)):
                 flag = "--lambda" if name == "lam" else "--" + name.replace("_", "-")
                 bad(f"{flag} must be a finite number (got {getattr(self, name)}).")
@@ -164,6 +179,12 @@ class RunConfig:
             bad(f"Unknown --device '{self.device}'. Use auto, cpu or cuda.")
         if self.logit_scale <= 0:
             bad(f"--logit-scale must be positive (got {self.logit_scale}).")
+        if self.logreg_c <= 0:
+            bad(f"--logreg-c must be positive (got {self.logreg_c}); it is the inverse "
+                "strength of the L2 penalty, 1 as in the authors' evaluation.")
+        if self.logreg_solver not in LOGREG_SOLVERS:
+            bad(f"Unknown --logreg-solver '{self.logreg_solver}'. Use torch (batched, the "
+                "default) or sklearn (scikit-learn, one episode at a time: the reference).")
         if self.image_size is not None and not 16 <= self.image_size <= MAX_IMAGE_SIZE:
             bad(f"--image-size must be between 16 and {MAX_IMAGE_SIZE} pixels (got "
                 f"{self.image_size}); leave it out for the backbone's own size.")

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, vmap
 
-from . import fused
+from . import fused, logreg
 from .losses import combined_loss
 from .runtime import keep_freed_memory
 from .split import BackboneSplit
@@ -347,3 +347,28 @@ class EpisodeFinetuner:
             pred = torch.einsum("gqd,gnd->gqn", zq, weight).argmax(-1)
         return self._results(pred, query.shape[1], ~torch.isfinite(loss_after), "non-finite loss",
                              loss_before, loss_after, curve, t0, zq if keep_embeddings else None)
+
+    # -- logistic regression (the authors' and RFS's evaluation) --------------------
+    def logreg(self, support: Tensor, query: Tensor, *, views: int, C: float = 1.0,
+               solver: str = "torch", support_mask: Tensor | None = None,
+               ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """L2 logistic regression (``logreg.py``) on the frozen pretrained embeddings of each
+        support image's clean view and its first `views` augmented bank views, applied to
+        the clean queries. Per episode: accuracy [G], per-class accuracy [G, N], and a
+        failure reason ("" when it ran): an episode whose features are not finite fails."""
+        g, nk = support.shape
+        view_z = self._view_embeddings()
+        a = min(views + 1, view_z.shape[1])
+        xs = view_z[support][:, :, :a].flatten(1, 2)  # [G, NK*A, D], (image, view)
+        labels = self.support_labels.repeat_interleave(a).expand(g, -1)
+        weights = None if support_mask is None else support_mask.repeat_interleave(a, dim=1)
+        zq = self.clean_embeddings[query]
+        finite = torch.isfinite(xs).flatten(1).all(1) & torch.isfinite(zq).flatten(1).all(1)
+        pred = torch.zeros(query.shape, dtype=torch.long, device=query.device)
+        ok = finite.nonzero().flatten()
+        if len(ok):
+            pred[ok] = logreg.fit_predict(
+                xs[ok], labels[ok], zq[ok], self.ways, C=C, solver=solver,
+                weights=None if weights is None else weights[ok]).to(pred.device)
+        reasons = ["" if bool(f) else "non-finite embeddings" for f in finite]
+        return self._accuracy(pred, query.shape[1]), self._class_accuracy(pred), reasons

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from .backbones import backbone_data_config, create_backbone, default_input_size
 from .bank import augmented_views, interpolation_mode
-from .config import MAX_IMAGE_SIZE, MAX_STEPS, check_split_ratios
+from .config import MAX_IMAGE_SIZE, MAX_STEPS, SCHANE_FORM, check_split_ratios
 from .data import create_dataset
 from .errors import BenchError, RunFailed
 from .fileio import atomic_open, file_sha256, write_atomic
@@ -48,7 +48,7 @@ from .runtime import keep_freed_memory
 
 __all__ = ["FullFinetuneConfig", "FullFinetuneResult", "finetune_full", "holdout_split"]
 
-FT_METHODS = ("ce", "schane")
+FT_METHODS = ("ce", "schane", "schane-perpos")  # schane: the authors' loss
 HEADS = ("cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_EPOCHS = 5
@@ -72,7 +72,7 @@ class FullFinetuneConfig:
     data_root: str | None = None
     split: str = "train"
     split_ratios: str | None = None  # folder:PATH's automatic split; None: 0.6:0.2:0.2
-    method: str = "schane"  # ce (lambda = 0) or schane
+    method: str = "schane"  # ce (lambda = 0), schane or schane-perpos (losses.py)
     backbone: str = "tf_efficientnet_lite0"
     weights: str | None = None  # start from this timm-format file instead of pretrained
     image_size: int | None = None  # None: the data set's, else the backbone's
@@ -86,6 +86,7 @@ class FullFinetuneConfig:
     tau: float = 0.1
     beta: float = 1.0
     detach_weights: bool = False
+    schane_form: str = SCHANE_FORM  # recorded, as in RunConfig: which loss `schane` is
     head: str = "cosine"
     logit_scale: float = 10.0  # cosine head only
     holdout: float = 0.2
@@ -98,7 +99,11 @@ class FullFinetuneConfig:
             raise BenchError(msg)
 
         if self.method not in FT_METHODS:
-            bad(f"Unknown --method '{self.method}' for bench finetune. Use ce or schane.")
+            bad(f"Unknown --method '{self.method}' for bench finetune. Use "
+                f"{', '.join(FT_METHODS)}.")
+        if self.schane_form != SCHANE_FORM:
+            bad(f"schane_form {self.schane_form!r} is not this version's ({SCHANE_FORM!r}); "
+                "the per-positive form is --method schane-perpos.")
         self.split_ratios = check_split_ratios(self.dataset, self.split_ratios)
         for name in ("lr", "weight_decay", "lam", "tau", "beta", "logit_scale", "holdout"):
             value = getattr(self, name)
@@ -107,8 +112,8 @@ class FullFinetuneConfig:
                 bad(f"{flag} must be a finite number (got {value}).")
         if self.views < 1:
             bad(f"--views must be at least 1 (got {self.views}).")
-        if self.method == "schane" and self.views < 2:
-            bad(f"--views {self.views} with --method schane: the contrastive term needs at least "
+        if self.method != "ce" and self.views < 2:
+            bad(f"--views {self.views} with --method {self.method}: the contrastive term needs at least "
                 "two augmented views of every image (they are each other's positives). Use "
                 "--views 2 or more, or --method ce.")
         if self.epochs is not None and self.steps is not None:
@@ -151,7 +156,7 @@ class FullFinetuneConfig:
 
     @property
     def effective_lambda(self) -> float:
-        return self.lam if self.method == "schane" else 0.0
+        return self.lam if self.method != "ce" else 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -386,7 +391,7 @@ def finetune_full(cfg: FullFinetuneConfig, progress: bool = True,
     record = {
         "kind": KIND, "config": cfg.to_dict(), "out_dir": str(out),
         "method": {"name": cfg.method, "lambda": cfg.effective_lambda,
-                   "loss": "(1 - lambda) CE + lambda SCHaNe (losses.combined_loss)"},
+                   "loss": f"(1 - lambda) CE + lambda {cfg.method} (losses.combined_loss)"},
         "data": {"dataset": data.dataset, "split": data.split, "classes": data.num_classes,
                  "images": len(data), "train_images": len(train_ids),
                  "holdout_images": len(holdout_ids), "image_size": int(size),
@@ -469,7 +474,8 @@ def _train(cfg, model, data, train_ids, holdout_ids, size, interp, data_cfg, dev
         y = torch.from_numpy(data.labels[ids]).repeat_interleave(cfg.views).to(device)
         f = model(x)
         loss = combined_loss(head(f), F.normalize(f, dim=-1), y, lam=lam, tau=cfg.tau,
-                             beta=cfg.beta, detach_weights=cfg.detach_weights)
+                             beta=cfg.beta, detach_weights=cfg.detach_weights,
+                             contrastive="schane" if cfg.method == "ce" else cfg.method)
         if not torch.isfinite(loss):
             bar.close()
             raise RunFailed(f"the training loss became {loss.item()} at step {step + 1}; "

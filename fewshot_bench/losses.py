@@ -1,12 +1,12 @@
 """Contrastive losses for few-shot fine-tuning: SCHaNe, SupCon, hard-negative (HCL), CE mix.
 
 SCHaNe: Long et al., "When hard negative sampling meets supervised contrastive learning",
-arXiv 2308.14893 (2023); successor CLCE, arXiv 2402.14551. The authors' code is public
-(GitHub GLA-IR/SCHaNe, ``CL_tools/losses.py``, function ``SCHaNe``, estimator "hard");
-``schane_authors_loss`` computes that form. ``schane_loss`` is an earlier *reconstruction*
-from the paper's description and the two public losses it builds on: SupCon (Khosla et al.,
-NeurIPS 2020, the L_out form) and the hard-negative contrastive loss of Robinson et al.
-(ICLR 2021). Both are kept; they are different losses.
+arXiv 2308.14893 (2023); successor CLCE, arXiv 2402.14551. ``schane_loss`` is the form in
+the authors' public code (GitHub GLA-IR/SCHaNe, ``CL_tools/losses.py``, function ``SCHaNe``,
+estimator "hard"). ``schane_perpos_loss`` is this harness's earlier reconstruction from the
+paper's text and the two public losses it builds on: SupCon (Khosla et al., NeurIPS 2020,
+the L_out form) and the hard-negative loss of Robinson et al. (ICLR 2021). Both are kept
+(methods ``schane`` and ``schane-perpos``); they are different losses.
 
 For L2-normalised embeddings z (rows, all views stacked) with labels y and s_ij = z_i . z_j / tau:
 
@@ -15,18 +15,17 @@ For L2-normalised embeddings z (rows, all views stacked) with labels y and s_ij 
     w_ik = |N(i)| * softmax_{k in N(i)}(beta * s_ik)  hard-negative weights, mean 1 over N(i)
     Ng_i = sum_{k in N(i)} w_ik e^{s_ik}
 
-    schane_loss (reconstruction, one log term per positive):
-      l_i = -1/|P(i)| sum_{p in P(i)} log( e^{s_ip} / (e^{s_ip} + Ng_i) )
-    schane_authors_loss (GLA-IR/SCHaNe, the positives' mean inside the log):
+    schane_loss (GLA-IR/SCHaNe: the positives' mean inside the log):
       pos_i = 1/|P(i)| sum_{p in P(i)} e^{s_ip},   l_i = -log( pos_i / (pos_i + Ng_i) )
+    schane_perpos_loss (reconstruction: one log term per positive):
+      l_i = -1/|P(i)| sum_{p in P(i)} log( e^{s_ip} / (e^{s_ip} + Ng_i) )
 
     L    = mean of l_i over the anchors with |P(i)| >= 1
 
-The reconstruction averages |P(i)| log terms, each with its own denominator; the authors'
-form takes one log of the averaged positive similarity. They coincide exactly when every
-anchor has exactly one positive (1-shot with 2 views); with several positives the authors'
-loss is never larger (Jensen, twice), e.g. 6.19 against 9.97 at 5-way 5-shot, 2 views,
-tau 0.1 on random 8-dim unit vectors; the gap grows with the spread of s_ip over P(i).
+The two coincide exactly when every anchor has exactly one positive (1-shot with 2 views);
+with several positives the authors' loss is never larger (Jensen, twice), e.g. 6.19 against
+9.97 at 5-way 5-shot, 2 views, tau 0.1 on random 8-dim unit vectors; the gap grows with the
+spread of s_ip over P(i). beta = 0 gives the authors' estimator "easy" (Ng_i = sum e^{s_ik}).
 
 The fine-tuning objective is ``(1 - lam) * CE + lam * L`` (``combined_loss``).
 
@@ -61,18 +60,19 @@ from torch import Tensor, nn
 
 __all__ = [
     "schane_loss",
-    "schane_authors_loss",
+    "schane_perpos_loss",
     "supcon_loss",
     "hcl_loss",
     "combined_loss",
-    "reference_schane_loss",
+    "reference_schane_perpos_loss",
     "SCHaNeLoss",
-    "SCHaNeAuthorsLoss",
+    "SCHaNePerPosLoss",
     "SupConLoss",
     "HCLLoss",
 ]
 
 _SINGLE_CLASS_MODES = ("zero", "error")
+CONTRASTIVE_TERMS = ("schane", "schane-perpos", "supcon", "hcl")  # combined_loss(contrastive=)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -199,11 +199,11 @@ def _log_weighted_negatives(
     return _masked_logsumexp(log_w + s, neg)
 
 
-def _hard_negative_kernel(
+def _perpos_kernel(
     z: Tensor, labels: Tensor, tau: float, beta: float, detach_weights: bool,
     valid: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The SCHaNe formula on [E, B, D] (compute dtype) -> per-episode loss [E], pos, neg."""
+    """The per-positive reconstruction on [E, B, D] -> per-episode loss [E], pos, neg."""
     pos, neg = _masks(labels, valid)
     s = torch.matmul(z, z.transpose(-1, -2)) / tau  # [E, B, B]
     log_neg, has_neg = _log_weighted_negatives(s, neg, beta, detach_weights)  # [E, B]
@@ -214,7 +214,7 @@ def _hard_negative_kernel(
     return _mean_over_anchors(per_pair, pos), pos, neg
 
 
-def _authors_kernel(
+def _schane_kernel(
     z: Tensor, labels: Tensor, tau: float, beta: float, detach_weights: bool,
     valid: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -246,16 +246,21 @@ def schane_loss(
     single_class: str = "zero",
     valid: Tensor | None = None,
 ) -> Tensor:
-    """SCHaNe loss (arXiv 2308.14893, reconstructed; see module docstring for the formula).
+    """SCHaNe as in the authors' public code (GLA-IR/SCHaNe, ``SCHaNe``, estimator "hard").
+
+    l_i = -log(pos_i / (pos_i + Ng_i)) with pos_i the *mean* of e^{s_ip} over the positives
+    (inside the log) and Ng_i the hard-negative sum; see the module docstring. Computed in
+    log space: log pos_i is a log-sum-exp over the positives minus log|P(i)|,
+    l_i = softplus(log Ng_i - log pos_i).
 
     Args:
         z: L2-normalised embeddings, [B, D] or [E, B, D] (E episodes at once).
         labels: integer labels, [B] or [E, B]. Positives are chosen by label.
         tau: temperature (> 0).
-        beta: hardness; 0 gives uniform weights (plain supervised contrastive with the
-            positive alone in the denominator), larger values focus on similar negatives.
+        beta: hardness; 0 gives uniform weights (the authors' estimator "easy"), larger
+            values focus on similar negatives.
         detach_weights: if True no gradient flows through the hard-negative weights.
-            Default False: gradient flows, as in Robinson et al.
+            Default False: gradient flows, as in the authors' code.
         single_class: "zero" (0 with a UserWarning) or "error" (ValueError) when a batch
             with positive pairs has only one class and therefore no negatives.
         valid: optional bool mask shaped like `labels`; samples outside it take no part
@@ -264,17 +269,27 @@ def schane_loss(
 
     Returns:
         0-dim tensor for 2-D input, [E] for 3-D input; float32 (float64 for float64 z).
+
+    Deliberate, documented deviations from the authors' code, all in edge cases:
+
+    - anchors without a positive are left out of the mean (the authors' code divides 0 by 0
+      there, so one such anchor makes the whole batch loss NaN); no positive anywhere gives
+      0 with a zero gradient;
+    - a batch without negatives (single class) gives 0, handled as `single_class` says (the
+      authors' code takes the mean of an empty weight vector there, NaN);
+    - everything is in log space with per-row maxima over the masked entries, where the
+      authors exponentiate after subtracting the row max over all entries (self included),
+      which can underflow at small tau.
     """
     zc, lab, single = _prepare(z, labels, tau)
     valid = _prepare_valid(valid, lab, single)
     with _no_autocast(zc.device):
-        loss, pos, neg = _hard_negative_kernel(zc, lab, float(tau), float(beta), detach_weights,
-                                               valid)
+        loss, pos, neg = _schane_kernel(zc, lab, float(tau), float(beta), detach_weights, valid)
     _check_single_class(pos, neg, single_class, "schane_loss")
     return loss[0] if single else loss
 
 
-def schane_authors_loss(
+def schane_perpos_loss(
     z: Tensor,
     labels: Tensor,
     *,
@@ -284,34 +299,17 @@ def schane_authors_loss(
     single_class: str = "zero",
     valid: Tensor | None = None,
 ) -> Tensor:
-    """SCHaNe as in the authors' public code (GLA-IR/SCHaNe, ``SCHaNe``, estimator "hard").
+    """SCHaNe, reconstructed: one log term per positive (the method ``schane-perpos``).
 
-    l_i = -log(pos_i / (pos_i + Ng_i)) with pos_i the *mean* of e^{s_ip} over the positives
-    (inside the log) and Ng_i the hard-negative sum of ``schane_loss``; see the module
-    docstring. Equal to ``schane_loss`` when every anchor has exactly one positive (1-shot,
-    2 views), otherwise never larger and in general smaller. Computed in log space: log pos_i is a
-    log-sum-exp over the positives minus log|P(i)|, l_i = softplus(log Ng_i - log pos_i).
-
-    Deliberate, documented deviations from the authors' code, all in edge cases:
-
-    - anchors without a positive are left out of the mean (the authors' code divides 0 by 0
-      there, so one such anchor makes the whole batch loss NaN); no positive anywhere gives
-      0 with a zero gradient, as for ``schane_loss``;
-    - a batch without negatives (single class) gives 0 with the same ``single_class``
-      handling as ``schane_loss`` (the authors' code takes the mean of an empty weight
-      vector there, NaN);
-    - everything is in log space with per-row maxima over the masked entries, where the
-      authors exponentiate after subtracting the row max over all entries (self included),
-      which can underflow at small tau.
-
-    Arguments, shapes, dtype handling and the other conventions are those of ``schane_loss``
-    (gradient flows through the weights unless ``detach_weights``, as in the authors' code).
+    l_i = -1/|P(i)| sum_p log(e^{s_ip} / (e^{s_ip} + Ng_i)). Equal to ``schane_loss`` when
+    every anchor has exactly one positive (1-shot, 2 views), otherwise never smaller. Same
+    arguments, shapes, dtype handling and edge cases as ``schane_loss``.
     """
     zc, lab, single = _prepare(z, labels, tau)
     valid = _prepare_valid(valid, lab, single)
     with _no_autocast(zc.device):
-        loss, pos, neg = _authors_kernel(zc, lab, float(tau), float(beta), detach_weights, valid)
-    _check_single_class(pos, neg, single_class, "schane_authors_loss")
+        loss, pos, neg = _perpos_kernel(zc, lab, float(tau), float(beta), detach_weights, valid)
+    _check_single_class(pos, neg, single_class, "schane_perpos_loss")
     return loss[0] if single else loss
 
 
@@ -329,14 +327,14 @@ def hcl_loss(
 
     The SCHaNe ablation "hard negatives without labels": positives are only the other views
     of the same image, every other sample is a (reweighted) negative, even one of the same
-    class. This is exactly the SCHaNe kernel with instance ids in place of labels, which is
-    how it is computed. Same shapes, dtype handling and edge cases as ``schane_loss``.
+    class. This is exactly ``schane_loss`` with instance ids in place of labels, which is
+    how it is computed (with 2 views each anchor has one positive, so it is also Robinson
+    et al.'s per-positive form). Same shapes, dtype handling and edge cases as ``schane_loss``.
     """
     zc, ids, single = _prepare(z, instance_ids, tau, what="instance_ids")
     valid = _prepare_valid(valid, ids, single)
     with _no_autocast(zc.device):
-        loss, pos, neg = _hard_negative_kernel(zc, ids, float(tau), float(beta), detach_weights,
-                                               valid)
+        loss, pos, neg = _schane_kernel(zc, ids, float(tau), float(beta), detach_weights, valid)
     _check_single_class(pos, neg, single_class, "hcl_loss")
     return loss[0] if single else loss
 
@@ -381,12 +379,13 @@ def combined_loss(
 ) -> Tensor:
     """``(1 - lam) * cross_entropy(logits, labels) + lam * contrastive(z, labels)``.
 
-    `contrastive` picks the second term: "schane" (default), "supcon" (no hard-negative
-    weights; tau only) or "hcl" (hard negatives without labels: positives are the other
-    views of the same image, so it needs `instance_ids` [B] / [E, B]).
+    `contrastive` picks the second term (``CONTRASTIVE_TERMS``): "schane" (default, the
+    authors' form), "schane-perpos" (the per-positive reconstruction), "supcon" (SupCon
+    L_out, no hard-negative weights; tau only) or "hcl" (hard negatives without labels:
+    positives are the other views of the same image, so it needs `instance_ids` [B] / [E, B]).
 
     lam = 0.9 is the paper's few-shot recommendation. lam = 0 returns exactly
-    ``F.cross_entropy`` (z is not touched), lam = 1 returns exactly ``schane_loss``.
+    ``F.cross_entropy`` (z is not touched), lam = 1 returns exactly the contrastive term.
     logits [B, C] with z [B, D] and labels [B] give a 0-dim tensor; logits [E, B, C] with
     z [E, B, D] and labels [E, B] give [E] (per-episode mean CE, per-episode SCHaNe).
     `valid` (bool, shaped like labels) leaves the other samples out of both terms.
@@ -410,9 +409,10 @@ def combined_loss(
             ce = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(dim=-1)
         if lam == 0.0:
             return ce
-    if contrastive == "schane":
-        con = schane_loss(z, labels, tau=tau, beta=beta, detach_weights=detach_weights,
-                          single_class=single_class, valid=valid)
+    if contrastive in ("schane", "schane-perpos"):
+        fn = schane_loss if contrastive == "schane" else schane_perpos_loss
+        con = fn(z, labels, tau=tau, beta=beta, detach_weights=detach_weights,
+                 single_class=single_class, valid=valid)
     elif contrastive == "supcon":
         con = supcon_loss(z, labels, tau=tau, valid=valid)
     elif contrastive == "hcl":
@@ -421,7 +421,8 @@ def combined_loss(
         con = hcl_loss(z, instance_ids, tau=tau, beta=beta, detach_weights=detach_weights,
                        single_class=single_class, valid=valid)
     else:
-        raise ValueError(f"unknown contrastive term {contrastive!r}: schane, supcon or hcl")
+        raise ValueError(f"unknown contrastive term {contrastive!r}: "
+                         f"{', '.join(CONTRASTIVE_TERMS)}")
     if lam == 1.0:
         return con
     return (1.0 - lam) * ce + lam * con
@@ -430,8 +431,8 @@ def combined_loss(
 # --------------------------------------------------------------------------- oracle
 
 
-def reference_schane_loss(z: Tensor, labels: Tensor, tau: float = 0.1, beta: float = 1.0) -> float:
-    """Test oracle: the SCHaNe formula as a plain float64 Python loop, one [B, D] batch.
+def reference_schane_perpos_loss(z: Tensor, labels: Tensor, tau: float = 0.1, beta: float = 1.0) -> float:
+    """Test oracle: the per-positive reconstruction as a plain float64 loop, one [B, D] batch.
 
     Literal on purpose (no log-sum-exp): fine for tau >= ~0.01 with unit-norm z.
     Returns 0.0 when no anchor has a positive; a single-class batch also gives 0.0.
@@ -490,11 +491,11 @@ class SCHaNeLoss(nn.Module):
         return f"tau={self.tau}, beta={self.beta}, detach_weights={self.detach_weights}"
 
 
-class SCHaNeAuthorsLoss(SCHaNeLoss):
-    """``schane_authors_loss`` with its hyperparameters fixed at construction; forward(z, labels)."""
+class SCHaNePerPosLoss(SCHaNeLoss):
+    """``schane_perpos_loss`` with its hyperparameters fixed at construction; forward(z, labels)."""
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
-        return schane_authors_loss(
+        return schane_perpos_loss(
             z, labels, tau=self.tau, beta=self.beta,
             detach_weights=self.detach_weights, single_class=self.single_class,
         )

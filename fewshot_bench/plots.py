@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 DPI = 110
-_BASE = {"protonet": "#6f6f6f", "ce": "#1f77b4", "schane": "#d95f02"}
+_BASE = {"protonet": "#6f6f6f", "ce": "#1f77b4", "schane": "#d95f02", "schane-perpos": "#7570b3"}
 _SHADES = {"ce": "Blues", "schane": "Oranges"}
 _MARKERS = {"protonet": "s", "ce": "o", "schane": "^"}
 _HP_AXIS = {"lambda": "λ (SCHaNe weight in the loss)", "tau": "τ (temperature)",

@@ -26,7 +26,8 @@ RECORD = "run.json"
 RESUME_FREE = {"out", "data_root", "episodes_dir", "embeddings", "fail_fast"}
 # Settings added later, as the run.json files written before them ran: a resume of such a
 # run must use these values.
-BEFORE_ADDED = {"compile": False, "groups": "none"}
+BEFORE_ADDED = {"compile": False, "groups": "none", "schane_form": "perpos", "logreg_c": 1.0,
+                "logreg_solver": "torch"}
 # The shape of run.json, as far as readers use it: field -> JSON type. Only "config" is
 # required (old and hand-made run folders lack the rest).
 RECORD_FIELDS = {"config": dict, "episodes": dict, "data": dict, "backbone": dict,
@@ -105,6 +106,9 @@ def check_output_dir(cfg: RunConfig, out: Path) -> dict | None:
         changes = "; ".join(f"{k}: {before.get(k)!r} then, {now[k]!r} now" for k in differing)
         if "compile" in differing and not before["compile"]:
             changes += " (pass --no-compile to resume it)"
+        if "schane_form" in differing:
+            changes += (" (`schane` was the per-positive form then, now the authors' loss: "
+                        "this run cannot be resumed by this version)")
         raise BenchError(f"Cannot resume into {out}: it was started with other settings "
                          f"({changes}). Rerun with the original settings to resume, or choose "
                          "another --out for a new run.")

@@ -141,10 +141,12 @@ def _git_state() -> dict:
 
 def comparison_pairs(methods: tuple[str, ...]) -> list[tuple[str, str]]:
     """SCHaNe - CE first (the question this harness answers), then each other contrastive
-    method against CE, SCHaNe with detached weights against SCHaNe, then each method
-    against the no-training ProtoNet reference."""
+    method against CE, the authors' SCHaNe against the per-positive form and against
+    detached weights, then each method against the no-training ProtoNet reference."""
     contrastive = sorted((m for m in methods if m in CONTRASTIVE), key=lambda m: m != "schane")
     pairs = [("ce", m) for m in contrastive] if "ce" in methods else []
+    if {"schane", "schane-perpos"} <= set(methods):
+        pairs.append(("schane-perpos", "schane"))
     if {"schane", "schane-detached"} <= set(methods):
         pairs.append(("schane", "schane-detached"))
     if "protonet" in methods:
@@ -560,6 +562,12 @@ def _run_window(cfg, engine, support, query, pending, ids, mask=None,
             acc, class_acc = engine.protonet(s, q, m, per_class=True)
             sec = (time.perf_counter() - t0) / len(ids)
             new = [_row(e, method, acc[i], None, None, sec, "") for i, e in enumerate(ids)]
+        elif method == "logreg":
+            t0 = time.perf_counter()
+            acc, class_acc, reasons = engine.logreg(s, q, views=cfg.views, C=cfg.logreg_c,
+                                                    solver=cfg.logreg_solver, support_mask=m)
+            sec = (time.perf_counter() - t0) / len(ids)
+            new = [_row(e, method, acc[i], None, None, sec, reasons[i]) for i, e in enumerate(ids)]
         else:
             train = engine.linear_probe if method == "linear-probe" else engine.finetune
             r = train(s, q, ids, cfg.seed, method_config(cfg, method), support_mask=m)

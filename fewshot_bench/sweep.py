@@ -169,7 +169,7 @@ class SweepPlan:
         ignored = set()
         if point.get("lambda", self.cfg.lam) == 0:
             ignored |= {"tau", "beta"}
-        if not {"schane", "schane-detached", "hcl"} & set(self.grid_methods):
+        if not {"schane", "schane-perpos", "schane-detached", "hcl"} & set(self.grid_methods):
             ignored.add("beta")  # only SupCon (or no contrastive method) is swept
         return tuple((k, v) for k, v in point.items() if k not in ignored)
 

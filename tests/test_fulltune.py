@@ -130,7 +130,7 @@ def assert_refused(result):
 
 @pytest.mark.parametrize("extra, words", [
     (["--dataset", "nope"], "Unknown data set"),
-    (["--method", "supcon"], "Use ce or schane"),
+    (["--method", "supcon"], "Use ce, schane, schane-perpos"),
     (["--method", "schane", "--views", "1"], "two augmented views"),
     (["--holdout", "0.01"], "no held-out image"),
     (["--holdout", "0.99"], "no training image"),

@@ -12,14 +12,14 @@ import torch.nn.functional as F
 
 from fewshot_bench.losses import (
     HCLLoss,
-    SCHaNeAuthorsLoss,
     SCHaNeLoss,
+    SCHaNePerPosLoss,
     SupConLoss,
     combined_loss,
     hcl_loss,
-    reference_schane_loss,
-    schane_authors_loss,
+    reference_schane_perpos_loss,
     schane_loss,
+    schane_perpos_loss,
     supcon_loss,
 )
 
@@ -101,39 +101,39 @@ CASES = [
 ]
 
 
-# --------------------------------------------------------------------------- vs the loop
+# ------------------- vs the loop: schane_perpos_loss (the former schane), SupCon, HCL
 
 
 @pytest.mark.parametrize("seed,batch,n_classes,beta,tau", CASES)
-def test_schane_matches_loop_float64(seed, batch, n_classes, beta, tau):
+def test_perpos_matches_loop_float64(seed, batch, n_classes, beta, tau):
     z, y = make_batch(seed, batch, n_classes)
-    got = schane_loss(z, y, tau=tau, beta=beta)
+    got = schane_perpos_loss(z, y, tau=tau, beta=beta)
     assert got.dtype == torch.float64 and got.dim() == 0
-    assert rel_err(got, reference_schane_loss(z, y, tau, beta)) < 1e-6
+    assert rel_err(got, reference_schane_perpos_loss(z, y, tau, beta)) < 1e-6
 
 
 @pytest.mark.parametrize("seed,batch,n_classes,beta,tau", CASES)
-def test_schane_matches_loop_float32(seed, batch, n_classes, beta, tau):
+def test_perpos_matches_loop_float32(seed, batch, n_classes, beta, tau):
     z, y = make_batch(seed, batch, n_classes, dtype=torch.float32)
-    got = schane_loss(z, y, tau=tau, beta=beta)
+    got = schane_perpos_loss(z, y, tau=tau, beta=beta)
     assert got.dtype == torch.float32
-    assert rel_err(got, reference_schane_loss(z, y, tau, beta)) < 1e-4
+    assert rel_err(got, reference_schane_perpos_loss(z, y, tau, beta)) < 1e-4
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_schane_random_labels_with_singletons(seed):
+def test_perpos_random_labels_with_singletons(seed):
     g = torch.Generator().manual_seed(100 + seed)
     z = F.normalize(torch.randn(14, 5, generator=g, dtype=torch.float64), dim=-1)
     y = torch.randint(0, 6, (14,), generator=g)
     for beta in (0.0, 1.0, 2.0):
-        assert rel_err(schane_loss(z, y, tau=0.1, beta=beta), reference_schane_loss(z, y, 0.1, beta)) < 1e-6
+        assert rel_err(schane_perpos_loss(z, y, tau=0.1, beta=beta), reference_schane_perpos_loss(z, y, 0.1, beta)) < 1e-6
 
 
 def test_reference_oracle_closed_form():
     # identical embeddings: every s equal, w = 1, l_i = log(1 + |N(i)|)
     z = F.normalize(torch.ones(6, 3, dtype=torch.float64), dim=-1)
     y = torch.tensor([0, 0, 0, 1, 1, 1])
-    assert reference_schane_loss(z, y, 0.1, 1.0) == pytest.approx(math.log(4.0), rel=1e-12)
+    assert reference_schane_perpos_loss(z, y, 0.1, 1.0) == pytest.approx(math.log(4.0), rel=1e-12)
 
 
 @pytest.mark.parametrize("seed,tau", [(0, 0.1), (1, 0.05), (2, 0.5)])
@@ -151,8 +151,10 @@ def test_hcl_matches_robinson_loop(seed, beta, tau):
     ids = torch.arange(6).repeat(2)  # two views of six images
     got = hcl_loss(z, ids, tau=tau, beta=beta)
     assert rel_err(got, reference_hcl_loss(z, ids, tau, beta)) < 1e-6
-    # it is the SCHaNe kernel on instance ids, and differs from SCHaNe on class labels
+    # it is the SCHaNe kernel on instance ids, and differs from SCHaNe on class labels;
+    # with two views (one positive each) the authors' form and the per-positive one agree
     assert torch.equal(got, schane_loss(z, ids, tau=tau, beta=beta))
+    torch.testing.assert_close(got, schane_perpos_loss(z, ids, tau=tau, beta=beta))
     classes = ids % 3
     assert not torch.allclose(got, schane_loss(z, classes, tau=tau, beta=beta))
 
@@ -162,7 +164,7 @@ def test_hcl_matches_robinson_loop(seed, beta, tau):
 
 @pytest.mark.parametrize("fn", ["schane", "supcon", "hcl"])
 def test_no_positives_gives_zero_with_zero_grad(fn):
-    loss_fn = {"schane": schane_loss, "supcon": supcon_loss, "hcl": hcl_loss}[fn]
+    loss_fn = {"schane": schane_perpos_loss, "supcon": supcon_loss, "hcl": hcl_loss}[fn]
     z, _ = make_batch(0, 5, 5, dtype=torch.float32)
     z.requires_grad_(True)
     y = torch.arange(5)  # 1-shot, one view per image: nobody has a positive
@@ -181,12 +183,12 @@ def test_no_positives_gives_zero_with_zero_grad(fn):
 def test_anchors_without_positive_are_excluded():
     z, _ = make_batch(3, 7, 1, dtype=torch.float64)
     y = torch.tensor([0, 0, 0, 1, 1, 2, 3])  # anchors 5 and 6 have no positive
-    got = float(schane_loss(z, y, tau=0.1, beta=1.0))
-    ref = reference_schane_loss(z, y, 0.1, 1.0)
+    got = float(schane_perpos_loss(z, y, tau=0.1, beta=1.0))
+    ref = reference_schane_perpos_loss(z, y, 0.1, 1.0)
     assert rel_err(got, ref) < 1e-9
     assert abs(got - ref * 5 / 7) > 1e-3  # i.e. not "counted as zero"
     # the singletons still act as negatives: dropping them changes the loss
-    assert abs(got - float(schane_loss(z[:5], y[:5], tau=0.1))) > 1e-3
+    assert abs(got - float(schane_perpos_loss(z[:5], y[:5], tau=0.1))) > 1e-3
     got_sc = float(supcon_loss(z, y, tau=0.1))
     assert rel_err(got_sc, reference_supcon_loss(z, y, 0.1)) < 1e-9
 
@@ -196,11 +198,11 @@ def test_single_class_zero_warns_and_is_graph_connected():
     z.requires_grad_(True)
     y = torch.zeros(6, dtype=torch.long)
     with pytest.warns(UserWarning, match="single class"):
-        loss = schane_loss(z, y)
+        loss = schane_perpos_loss(z, y)
     assert loss.item() == 0.0
     loss.backward()
     assert torch.equal(z.grad, torch.zeros_like(z))
-    assert reference_schane_loss(z, y, 0.1, 1.0) == 0.0
+    assert reference_schane_perpos_loss(z, y, 0.1, 1.0) == 0.0
     with pytest.warns(UserWarning):
         assert hcl_loss(z.detach(), y).item() == 0.0
     # SupCon is well defined without negatives: no warning, matches its loop
@@ -214,17 +216,17 @@ def test_single_class_error_mode_and_bad_mode():
     z, _ = make_batch(0, 4, 1)
     y = torch.zeros(4, dtype=torch.long)
     with pytest.raises(ValueError, match="single class"):
-        schane_loss(z, y, single_class="error")
+        schane_perpos_loss(z, y, single_class="error")
     with pytest.raises(ValueError, match="single class"):
         combined_loss(torch.zeros(4, 3, dtype=torch.float64), z, y, single_class="error")
     with pytest.raises(ValueError, match="single_class"):
-        schane_loss(z, torch.tensor([0, 0, 1, 1]), single_class="nan")
+        schane_perpos_loss(z, torch.tensor([0, 0, 1, 1]), single_class="nan")
     with pytest.raises(ValueError):
-        SCHaNeLoss(single_class="ignore")
+        SCHaNePerPosLoss(single_class="ignore")
     # no positives at all is not a single-class problem: no warning, no error
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert schane_loss(z[:1], y[:1], single_class="error").item() == 0.0
+        assert schane_perpos_loss(z[:1], y[:1], single_class="error").item() == 0.0
 
 
 def test_single_class_episode_in_a_batch_of_episodes():
@@ -232,23 +234,23 @@ def test_single_class_episode_in_a_batch_of_episodes():
     z1, _ = make_batch(1, 6, 1)
     y1 = torch.zeros(6, dtype=torch.long)
     with pytest.warns(UserWarning, match=r"\[1\]"):
-        out = schane_loss(torch.stack([z0, z1]), torch.stack([y0, y1]))
+        out = schane_perpos_loss(torch.stack([z0, z1]), torch.stack([y0, y1]))
     assert out[1].item() == 0.0
-    assert torch.allclose(out[0], schane_loss(z0, y0), rtol=1e-12, atol=0)
+    assert torch.allclose(out[0], schane_perpos_loss(z0, y0), rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("seed,tau", [(0, 0.1), (1, 0.5), (2, 0.07)])
 def test_beta_zero_equals_unweighted_form(seed, tau):
     z, y = make_batch(seed, 15, 4)
-    got = schane_loss(z, y, tau=tau, beta=0.0)
+    got = schane_perpos_loss(z, y, tau=tau, beta=0.0)
     assert rel_err(got, unweighted_form(z, y, tau)) < 1e-10
     # and beta > 0 really is different
-    assert rel_err(schane_loss(z, y, tau=tau, beta=2.0), unweighted_form(z, y, tau)) > 1e-4
+    assert rel_err(schane_perpos_loss(z, y, tau=tau, beta=2.0), unweighted_form(z, y, tau)) > 1e-4
 
 
 @pytest.mark.parametrize("fn", ["schane", "supcon", "hcl"])
 def test_permutation_invariance(fn):
-    loss_fn = {"schane": schane_loss, "supcon": supcon_loss, "hcl": hcl_loss}[fn]
+    loss_fn = {"schane": schane_perpos_loss, "supcon": supcon_loss, "hcl": hcl_loss}[fn]
     z, y = make_batch(7, 18, 4)
     perm = torch.randperm(18, generator=torch.Generator().manual_seed(1))
     assert rel_err(loss_fn(z[perm], y[perm], tau=0.1), loss_fn(z, y, tau=0.1)) < 1e-12
@@ -261,7 +263,7 @@ def test_identical_embeddings_finite(dtype):
     z = F.normalize(torch.ones(8, 16), dim=-1).to(dtype).requires_grad_(True)
     y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
     for beta in (0.0, 1.0, 6.0):
-        loss = schane_loss(z, y, tau=0.05, beta=beta)
+        loss = schane_perpos_loss(z, y, tau=0.05, beta=beta)
         (grad,) = torch.autograd.grad(loss, z)
         assert torch.isfinite(loss) and torch.isfinite(grad).all()
         # s all equal -> w = 1, l_i = log(1 + |N(i)|) = log 7
@@ -283,13 +285,13 @@ def test_well_separated_clusters_large_beta_float32():
     z = F.normalize(torch.where(y[:, None] == 0, a, b) + noise, dim=-1)
     z32 = z.float().requires_grad_(True)
     for beta in (1.0, 6.0):
-        ref = reference_schane_loss(z, y, 0.05, beta)
+        ref = reference_schane_perpos_loss(z, y, 0.05, beta)
         assert 1e-7 < ref < 1e-4  # tiny but well resolved by the float64 loop
-        assert rel_err(schane_loss(z, y, tau=0.05, beta=beta), ref) < 1e-6
-        loss = schane_loss(z32, y, tau=0.05, beta=beta)
+        assert rel_err(schane_perpos_loss(z, y, tau=0.05, beta=beta), ref) < 1e-6
+        loss = schane_perpos_loss(z32, y, tau=0.05, beta=beta)
         (grad,) = torch.autograd.grad(loss, z32)
         assert torch.isfinite(loss) and torch.isfinite(grad).all()
-        assert rel_err(loss, reference_schane_loss(z32, y, 0.05, beta)) < 1e-4
+        assert rel_err(loss, reference_schane_perpos_loss(z32, y, 0.05, beta)) < 1e-4
     loss = supcon_loss(z32, y, tau=0.05)
     assert rel_err(loss, reference_supcon_loss(z32, y, 0.05)) < 1e-4
 
@@ -297,10 +299,10 @@ def test_well_separated_clusters_large_beta_float32():
 @pytest.mark.parametrize("amp_dtype", [torch.bfloat16, torch.float16])
 def test_autocast_tau_005_float32_inside(amp_dtype):
     z32, y = make_batch(11, 32, 4, dim=64, dtype=torch.float32)
-    ref32 = schane_loss(z32, y, tau=0.05, beta=2.0)
+    ref32 = schane_perpos_loss(z32, y, tau=0.05, beta=2.0)
     z_low = z32.to(amp_dtype).requires_grad_(True)  # what a low-precision encoder hands over
     with torch.autocast("cpu", dtype=amp_dtype):
-        out = schane_loss(z_low, y, tau=0.05, beta=2.0)
+        out = schane_perpos_loss(z_low, y, tau=0.05, beta=2.0)
         sc = supcon_loss(z_low, y, tau=0.05)
         hc = hcl_loss(z_low, y, tau=0.05, beta=2.0)
     out.backward()
@@ -308,7 +310,7 @@ def test_autocast_tau_005_float32_inside(amp_dtype):
     assert torch.isfinite(out) and torch.isfinite(sc) and torch.isfinite(hc)
     assert torch.isfinite(z_low.grad).all()
     # computed in float32 inside: same number as the float32 call on the rounded input ...
-    plain = schane_loss(z_low.detach().float(), y, tau=0.05, beta=2.0)
+    plain = schane_perpos_loss(z_low.detach().float(), y, tau=0.05, beta=2.0)
     assert rel_err(out, plain) < 1e-6
     # ... and close to the full-precision loss (only the input rounding differs)
     assert rel_err(out, ref32) < 2e-2
@@ -319,19 +321,19 @@ def test_batched_equals_per_episode():
     z = torch.stack([e[0] for e in eps])
     y = torch.stack([e[1] for e in eps])
     for kw in ({"tau": 0.1, "beta": 1.0}, {"tau": 0.05, "beta": 0.0}, {"tau": 0.2, "beta": 2.0}):
-        out = schane_loss(z, y, **kw)
+        out = schane_perpos_loss(z, y, **kw)
         assert out.shape == (4,)
-        single = torch.stack([schane_loss(z[e], y[e], **kw) for e in range(4)])
+        single = torch.stack([schane_perpos_loss(z[e], y[e], **kw) for e in range(4)])
         assert torch.allclose(out, single, rtol=1e-12, atol=0)
     for fn in (supcon_loss, hcl_loss):
         out = fn(z, y, tau=0.1)
         assert torch.allclose(out, torch.stack([fn(z[e], y[e], tau=0.1) for e in range(4)]), rtol=1e-12, atol=0)
     # gradients per episode are those of the separate calls
     zb = z.clone().requires_grad_(True)
-    schane_loss(zb, y).sum().backward()
+    schane_perpos_loss(zb, y).sum().backward()
     for e in range(4):
         ze = z[e].clone().requires_grad_(True)
-        schane_loss(ze, y[e]).backward()
+        schane_perpos_loss(ze, y[e]).backward()
         assert torch.allclose(zb.grad[e], ze.grad, rtol=1e-10, atol=1e-12)
 
 
@@ -339,20 +341,20 @@ def test_gradcheck_float64():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
     y = torch.tensor([0, 0, 1, 1, 2, 2])
-    assert torch.autograd.gradcheck(lambda v: schane_loss(F.normalize(v, dim=-1), y, tau=0.5, beta=1.0), (x,))
+    assert torch.autograd.gradcheck(lambda v: schane_perpos_loss(F.normalize(v, dim=-1), y, tau=0.5, beta=1.0), (x,))
     assert torch.autograd.gradcheck(lambda v: supcon_loss(F.normalize(v, dim=-1), y, tau=0.5), (x,))
     assert torch.autograd.gradcheck(lambda v: hcl_loss(F.normalize(v, dim=-1), y % 3, tau=0.5, beta=2.0), (x,))
     xb = torch.randn(2, 5, 3, generator=g, dtype=torch.float64, requires_grad=True)
     yb = torch.tensor([[0, 0, 1, 1, 2], [0, 1, 0, 1, 1]])
-    assert torch.autograd.gradcheck(lambda v: schane_loss(F.normalize(v, dim=-1), yb, tau=0.3), (xb,))
+    assert torch.autograd.gradcheck(lambda v: schane_perpos_loss(F.normalize(v, dim=-1), yb, tau=0.3), (xb,))
 
 
 def test_detach_weights_changes_gradient_not_value():
     z, y = make_batch(5, 10, 3)
     za = z.clone().requires_grad_(True)
     zb = z.clone().requires_grad_(True)
-    la = schane_loss(za, y, beta=1.0, detach_weights=False)
-    lb = schane_loss(zb, y, beta=1.0, detach_weights=True)
+    la = schane_perpos_loss(za, y, beta=1.0, detach_weights=False)
+    lb = schane_perpos_loss(zb, y, beta=1.0, detach_weights=True)
     assert torch.equal(la, lb)
     la.backward()
     lb.backward()
@@ -360,8 +362,8 @@ def test_detach_weights_changes_gradient_not_value():
     # with beta = 0 the weights are constant (all 1), so the two gradients agree
     zc = z.clone().requires_grad_(True)
     zd = z.clone().requires_grad_(True)
-    schane_loss(zc, y, beta=0.0).backward()
-    schane_loss(zd, y, beta=0.0, detach_weights=True).backward()
+    schane_perpos_loss(zc, y, beta=0.0).backward()
+    schane_perpos_loss(zd, y, beta=0.0, detach_weights=True).backward()
     assert torch.allclose(zc.grad, zd.grad, rtol=1e-10, atol=1e-12)
 
 
@@ -398,11 +400,11 @@ def test_combined_loss_batched():
 def test_input_validation():
     z, y = make_batch(0, 6, 2)
     with pytest.raises(ValueError, match="labels"):
-        schane_loss(z, y[:5])
+        schane_perpos_loss(z, y[:5])
     with pytest.raises(ValueError, match="integer"):
-        schane_loss(z, y.double())
+        schane_perpos_loss(z, y.double())
     with pytest.raises(ValueError, match=r"\[B, D\]"):
-        schane_loss(z[0], y[:1])
+        schane_perpos_loss(z[0], y[:1])
     with pytest.raises(ValueError, match="tau"):
         supcon_loss(z, y, tau=0.0)
     with pytest.raises(ValueError, match="instance_ids"):
@@ -413,8 +415,8 @@ def test_input_validation():
 
 def test_modules_match_functions():
     z, y = make_batch(4, 12, 3)
-    m = SCHaNeLoss(tau=0.2, beta=2.0, detach_weights=True)
-    assert torch.equal(m(z, y), schane_loss(z, y, tau=0.2, beta=2.0, detach_weights=True))
+    m = SCHaNePerPosLoss(tau=0.2, beta=2.0, detach_weights=True)
+    assert torch.equal(m(z, y), schane_perpos_loss(z, y, tau=0.2, beta=2.0, detach_weights=True))
     assert torch.equal(SupConLoss(tau=0.2)(z, y), supcon_loss(z, y, tau=0.2))
     assert torch.equal(HCLLoss(tau=0.2, beta=0.5)(z, y), hcl_loss(z, y, tau=0.2, beta=0.5))
     assert "beta=2.0" in repr(m)
@@ -431,6 +433,7 @@ def test_combined_loss_dispatches_to_each_contrastive_term():
     logits = torch.randn(2, 12, 3, generator=g)
     ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(-1)
     for kind, term in [("schane", schane_loss(z, labels, tau=0.2, beta=1.5)),
+                       ("schane-perpos", schane_perpos_loss(z, labels, tau=0.2, beta=1.5)),
                        ("supcon", supcon_loss(z, labels, tau=0.2)),
                        ("hcl", hcl_loss(z, instances, tau=0.2, beta=1.5))]:
         got = combined_loss(logits, z, labels, lam=0.7, tau=0.2, beta=1.5, contrastive=kind,
@@ -443,7 +446,7 @@ def test_combined_loss_dispatches_to_each_contrastive_term():
 
 
 # -- the sample mask of imbalanced episodes ------------------------------------------------
-@pytest.mark.parametrize("term", ["schane", "supcon", "hcl"])
+@pytest.mark.parametrize("term", ["schane", "schane-perpos", "supcon", "hcl"])
 @pytest.mark.parametrize("lam", [0.0, 0.5, 1.0])
 def test_valid_mask_equals_removing_the_samples(term, lam):
     """Masked-out samples (padding of imbalanced episodes) take no part at all: the loss
@@ -485,7 +488,7 @@ def test_hcl_equals_schane_when_each_class_has_one_image():
 
 
 
-# -- the authors' form (GLA-IR/SCHaNe): mean of the positives inside the log ---------------
+# -- schane_loss, the authors' form (GLA-IR/SCHaNe): mean of the positives inside the log --
 
 
 def authors_loop(z, labels, tau, beta, detach_weights=False):
@@ -566,9 +569,9 @@ def uneven(seed):
 @pytest.mark.parametrize("detach", [False, True])
 @pytest.mark.parametrize("tau", [0.1, 0.5])
 @pytest.mark.parametrize("beta", [0.0, 1.0, 2.0])
-def test_authors_matches_loop_value_and_grad(case, detach, tau, beta):
+def test_schane_matches_loop_value_and_grad(case, detach, tau, beta):
     z, y = five_way_five_shot(0) if case == "5way5shot" else uneven(1)
-    got, g_got = grad_of(lambda v: schane_authors_loss(v, y, tau=tau, beta=beta,
+    got, g_got = grad_of(lambda v: schane_loss(v, y, tau=tau, beta=beta,
                                                        detach_weights=detach), z)
     want, g_want = grad_of(lambda v: authors_loop(v, y, tau, beta, detach), z)
     assert got.dtype == torch.float64 and got.dim() == 0
@@ -577,103 +580,103 @@ def test_authors_matches_loop_value_and_grad(case, detach, tau, beta):
     assert torch.allclose(g_got, g_want, rtol=1e-9, atol=1e-12 * float(g_want.abs().max()))
 
 
-def test_authors_detach_changes_gradient_not_value():
+def test_schane_detach_changes_gradient_not_value():
     z, y = uneven(2)
-    a, ga = grad_of(lambda v: schane_authors_loss(v, y, beta=1.0), z)
-    b, gb = grad_of(lambda v: schane_authors_loss(v, y, beta=1.0, detach_weights=True), z)
+    a, ga = grad_of(lambda v: schane_loss(v, y, beta=1.0), z)
+    b, gb = grad_of(lambda v: schane_loss(v, y, beta=1.0, detach_weights=True), z)
     assert torch.equal(a, b) and rel_norm(ga, gb) > 1e-3
 
 
 @pytest.mark.parametrize("beta,tau", [(0.0, 0.1), (1.0, 0.1), (2.0, 0.05), (1.0, 0.5)])
-def test_authors_equals_reconstruction_with_one_positive_each(beta, tau):
+def test_schane_equals_reconstruction_with_one_positive_each(beta, tau):
     """1-shot with 2 views: every anchor has exactly one positive, the two forms coincide
     (values and gradients); with several positives they differ, the authors' being smaller."""
     g = torch.Generator().manual_seed(7)
     z = F.normalize(torch.randn(3, 10, 8, generator=g, dtype=torch.float64), dim=-1)
     y = torch.arange(5).repeat(2).expand(3, -1)  # 5 images, 2 views, one image per class
-    a, ga = grad_of(lambda v: schane_authors_loss(v, y, tau=tau, beta=beta).sum(), z)
-    b, gb = grad_of(lambda v: schane_loss(v, y, tau=tau, beta=beta).sum(), z)
+    a, ga = grad_of(lambda v: schane_loss(v, y, tau=tau, beta=beta).sum(), z)
+    b, gb = grad_of(lambda v: schane_perpos_loss(v, y, tau=tau, beta=beta).sum(), z)
     assert rel_err(a, b) < 1e-12
     torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-12)
     for e in range(3):
-        assert rel_err(schane_authors_loss(z[e], y[e], tau=tau, beta=beta),
-                       schane_loss(z[e], y[e], tau=tau, beta=beta)) < 1e-12
+        assert rel_err(schane_loss(z[e], y[e], tau=tau, beta=beta),
+                       schane_perpos_loss(z[e], y[e], tau=tau, beta=beta)) < 1e-12
     z5, y5 = five_way_five_shot(1)
-    authors = float(schane_authors_loss(z5, y5, tau=tau, beta=beta))
-    ours = float(schane_loss(z5, y5, tau=tau, beta=beta))
+    authors = float(schane_loss(z5, y5, tau=tau, beta=beta))
+    ours = float(schane_perpos_loss(z5, y5, tau=tau, beta=beta))
     assert authors < ours - 1e-3
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_authors_never_above_reconstruction(seed):
+def test_schane_never_above_reconstruction(seed):
     g = torch.Generator().manual_seed(50 + seed)
     z = F.normalize(torch.randn(4, 16, 5, generator=g, dtype=torch.float64), dim=-1)
     y = torch.randint(0, 4, (4, 16), generator=g)
     for beta in (0.0, 1.0, 3.0):
-        assert torch.all(schane_authors_loss(z, y, beta=beta) <= schane_loss(z, y, beta=beta) + 1e-12)
+        assert torch.all(schane_loss(z, y, beta=beta) <= schane_perpos_loss(z, y, beta=beta) + 1e-12)
 
 
-def test_authors_batched_equals_per_episode():
+def test_schane_batched_equals_per_episode():
     eps = [make_batch(s, 12, c) for s, c in [(0, 2), (1, 3), (2, 4), (3, 6)]]
     z = torch.stack([e[0] for e in eps])
     y = torch.stack([e[1] for e in eps])
     for kw in ({"tau": 0.1, "beta": 1.0}, {"tau": 0.05, "beta": 0.0},
                {"tau": 0.2, "beta": 2.0, "detach_weights": True}):
-        out, gb = grad_of(lambda v: schane_authors_loss(v, y, **kw).sum(), z)
-        per = schane_authors_loss(z, y, **kw)
+        out, gb = grad_of(lambda v: schane_loss(v, y, **kw).sum(), z)
+        per = schane_loss(z, y, **kw)
         assert per.shape == (4,)
         for e in range(4):
-            one, ge = grad_of(lambda v: schane_authors_loss(v, y[e], **kw), z[e])
+            one, ge = grad_of(lambda v: schane_loss(v, y[e], **kw), z[e])
             assert torch.allclose(per[e], one, rtol=1e-12, atol=0)
             assert torch.allclose(gb[e], ge, rtol=1e-10, atol=1e-12)
 
 
-def test_authors_valid_mask_equals_removing_the_samples():
+def test_schane_valid_mask_equals_removing_the_samples():
     g = torch.Generator().manual_seed(3)
     e, b, d = 3, 14, 6
     z = F.normalize(torch.randn(e, b, d, generator=g, dtype=torch.float64), dim=-1)
     labels = torch.randint(0, 3, (e, b), generator=g)
     valid = torch.rand(e, b, generator=g) > 0.3
-    out, grad = grad_of(lambda v: schane_authors_loss(v, labels, tau=0.2, valid=valid).sum(), z)
-    per = schane_authors_loss(z, labels, tau=0.2, valid=valid)
+    out, grad = grad_of(lambda v: schane_loss(v, labels, tau=0.2, valid=valid).sum(), z)
+    per = schane_loss(z, labels, tau=0.2, valid=valid)
     for i in range(e):
         keep = valid[i]
-        want, g_want = grad_of(lambda v: schane_authors_loss(v, labels[i, keep], tau=0.2), z[i, keep])
+        want, g_want = grad_of(lambda v: schane_loss(v, labels[i, keep], tau=0.2), z[i, keep])
         torch.testing.assert_close(per[i], want, rtol=1e-12, atol=0)
         torch.testing.assert_close(grad[i, keep], g_want, rtol=1e-10, atol=1e-12)
     assert torch.all(grad[~valid] == 0) and grad[valid].abs().sum() > 0
     # a 2-D call takes a [B] mask
-    torch.testing.assert_close(schane_authors_loss(z[0], labels[0], tau=0.2, valid=valid[0]), per[0])
+    torch.testing.assert_close(schane_loss(z[0], labels[0], tau=0.2, valid=valid[0]), per[0])
 
 
-def test_authors_autocast_bf16_float32_inside():
+def test_schane_autocast_bf16_float32_inside():
     z64, y = five_way_five_shot(4, dim=64)
-    ref = schane_authors_loss(z64, y, tau=0.05, beta=2.0)
+    ref = schane_loss(z64, y, tau=0.05, beta=2.0)
     z_low = z64.float().to(torch.bfloat16).requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = schane_authors_loss(z_low, y, tau=0.05, beta=2.0)
+        out = schane_loss(z_low, y, tau=0.05, beta=2.0)
     out.backward()
     assert out.dtype == torch.float32 and torch.isfinite(out)
     assert torch.isfinite(z_low.grad).all()
     # float32 inside: the float64 value on the same rounded input, to float32 accuracy ...
-    assert rel_err(out, schane_authors_loss(z_low.detach().double(), y, tau=0.05, beta=2.0)) < 1e-5
+    assert rel_err(out, schane_loss(z_low.detach().double(), y, tau=0.05, beta=2.0)) < 1e-5
     # ... and close to the full-precision loss (only the bf16 rounding of z differs)
     assert rel_err(out, ref) < 2e-2
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
-def test_authors_identical_embeddings_finite(dtype):
+def test_schane_identical_embeddings_finite(dtype):
     z = F.normalize(torch.ones(8, 16), dim=-1).to(dtype).requires_grad_(True)
     y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
     for beta in (0.0, 1.0, 6.0):
-        loss = schane_authors_loss(z, y, tau=0.05, beta=beta)
+        loss = schane_loss(z, y, tau=0.05, beta=beta)
         (grad,) = torch.autograd.grad(loss, z)
         assert torch.isfinite(loss) and torch.isfinite(grad).all()
         # all s equal: pos = e^s, Ng = |N| e^s, l = log(1 + |N|) = log 7
         assert loss.item() == pytest.approx(math.log(7.0), rel=1e-5)
 
 
-def test_authors_well_separated_clusters_float32():
+def test_schane_well_separated_clusters_float32():
     # tight clusters at tau 0.05: pos_i / (pos_i + Ng_i) is 1 - 1e-6-ish, resolved in log space
     g = torch.Generator().manual_seed(3)
     a, r = F.normalize(torch.randn(2, 16, generator=g, dtype=torch.float64), dim=-1)
@@ -682,62 +685,62 @@ def test_authors_well_separated_clusters_float32():
     noise = 1e-3 * torch.randn(8, 16, generator=g, dtype=torch.float64)
     z = F.normalize(torch.where(y[:, None] == 0, a, b) + noise, dim=-1)
     for beta in (1.0, 6.0):
-        ref = float(schane_authors_loss(z, y, tau=0.05, beta=beta))
+        ref = float(schane_loss(z, y, tau=0.05, beta=beta))
         assert 1e-7 < ref < 1e-4
         z32 = z.float().requires_grad_(True)
-        loss = schane_authors_loss(z32, y, tau=0.05, beta=beta)
+        loss = schane_loss(z32, y, tau=0.05, beta=beta)
         (grad,) = torch.autograd.grad(loss, z32)
         assert torch.isfinite(loss) and torch.isfinite(grad).all()
-        assert rel_err(loss, schane_authors_loss(z32.detach().double(), y, tau=0.05, beta=beta)) < 1e-4
+        assert rel_err(loss, schane_loss(z32.detach().double(), y, tau=0.05, beta=beta)) < 1e-4
 
 
-def test_authors_anchors_without_positive_left_out():
+def test_schane_anchors_without_positive_left_out():
     z, _ = make_batch(3, 7, 1, dtype=torch.float64)
     y = torch.tensor([0, 0, 0, 1, 1, 2, 3])  # anchors 5 and 6 have no positive
-    got = float(schane_authors_loss(z, y, tau=0.1))
+    got = float(schane_loss(z, y, tau=0.1))
     ref = float(authors_loop(z, y, 0.1, 1.0))
     assert rel_err(got, ref) < 1e-9
     assert abs(got - ref * 5 / 7) > 1e-3  # not counted as zero
     # the singletons still act as negatives
-    assert abs(got - float(schane_authors_loss(z[:5], y[:5], tau=0.1))) > 1e-3
+    assert abs(got - float(schane_loss(z[:5], y[:5], tau=0.1))) > 1e-3
 
 
-def test_authors_no_positive_zero_grad_and_single_class():
+def test_schane_no_positive_zero_grad_and_single_class():
     z, _ = make_batch(0, 5, 5, dtype=torch.float32)
     z.requires_grad_(True)
-    loss = schane_authors_loss(z, torch.arange(5))  # 1-shot, one view: nobody has a positive
+    loss = schane_loss(z, torch.arange(5))  # 1-shot, one view: nobody has a positive
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
     assert torch.equal(z.grad, torch.zeros_like(z))
     zb = torch.stack([z.detach(), z.detach()]).requires_grad_(True)
-    lb = schane_authors_loss(zb, torch.arange(5).expand(2, -1))
+    lb = schane_loss(zb, torch.arange(5).expand(2, -1))
     lb.sum().backward()
     assert torch.equal(lb, torch.zeros(2)) and torch.equal(zb.grad, torch.zeros_like(zb))
-    # single class: no negatives, exactly 0, warned or raised like schane_loss
+    # single class: no negatives, exactly 0, warned or raised like schane_perpos_loss
     zs = z.detach().clone().requires_grad_(True)
     y0 = torch.zeros(5, dtype=torch.long)
-    with pytest.warns(UserWarning, match="schane_authors_loss.*single class"):
-        loss = schane_authors_loss(zs, y0)
+    with pytest.warns(UserWarning, match="schane_loss.*single class"):
+        loss = schane_loss(zs, y0)
     assert loss.item() == 0.0
     loss.backward()
     assert torch.equal(zs.grad, torch.zeros_like(zs))
     with pytest.raises(ValueError, match="single class"):
-        schane_authors_loss(zs.detach(), y0, single_class="error")
+        schane_loss(zs.detach(), y0, single_class="error")
     with pytest.raises(ValueError, match="single_class"):
-        schane_authors_loss(zs.detach(), torch.tensor([0, 0, 1, 1, 2]), single_class="nan")
+        schane_loss(zs.detach(), torch.tensor([0, 0, 1, 1, 2]), single_class="nan")
 
 
-def test_authors_gradcheck_and_module():
+def test_schane_gradcheck_and_module():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 7, 3, generator=g, dtype=torch.float64, requires_grad=True)
     yb = torch.tensor([[0, 0, 0, 1, 1, 2, 2], [0, 1, 0, 1, 1, 1, 2]])
     assert torch.autograd.gradcheck(
-        lambda v: schane_authors_loss(F.normalize(v, dim=-1), yb, tau=0.3, beta=1.5), (x,))
+        lambda v: schane_loss(F.normalize(v, dim=-1), yb, tau=0.3, beta=1.5), (x,))
     z, y = make_batch(4, 12, 3)
-    m = SCHaNeAuthorsLoss(tau=0.2, beta=2.0, detach_weights=True)
-    assert torch.equal(m(z, y), schane_authors_loss(z, y, tau=0.2, beta=2.0, detach_weights=True))
+    m = SCHaNeLoss(tau=0.2, beta=2.0, detach_weights=True)
+    assert torch.equal(m(z, y), schane_loss(z, y, tau=0.2, beta=2.0, detach_weights=True))
     assert "beta=2.0" in repr(m)
     with pytest.raises(ValueError):
-        SCHaNeAuthorsLoss(single_class="ignore")
+        SCHaNeLoss(single_class="ignore")
     with pytest.raises(ValueError, match="tau"):
-        schane_authors_loss(z, y, tau=0.0)
+        schane_loss(z, y, tau=0.0)

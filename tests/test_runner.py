@@ -198,3 +198,40 @@ def test_detach_flag_with_both_schane_variants_is_refused():
     with pytest.raises(BenchError, match="--tune head"):
         RunConfig(methods=("ce", "schane-detached"), tune="head").validate()
     RunConfig(methods=("linear-probe", "ce"), tune="head").validate()
+
+
+def test_schane_and_schane_perpos_coincide_at_one_shot_only(tiny, tmp_path, monkeypatch):
+    """The authors' form (schane) and the per-positive one (schane-perpos) are the same loss
+    when each anchor has one positive (1 shot, 2 views), so a run gives identical numbers;
+    at 2 shots they are different losses. Both get paired with each other."""
+    monkeypatch.chdir(tmp_path)
+    methods = ("ce", "schane", "schane-perpos")
+    one = run(tiny.config(tmp_path / "ep", tmp_path / "one", methods=methods, steps=3),
+              progress=False, echo=lambda m: None)
+    r = one.rows.pivot(index="episode", columns="method", values="loss_after")
+    np.testing.assert_allclose(r["schane"], r["schane-perpos"], rtol=1e-5)
+    assert ("schane-perpos", "schane") in list(zip(one.paired_table["a"], one.paired_table["b"]))
+    two = run(tiny.config(tmp_path / "ep", tmp_path / "two", methods=methods, steps=3, shots=2),
+              progress=False, echo=lambda m: None)
+    before = two.rows.pivot(index="episode", columns="method", values="loss_before")
+    assert (before["schane"] < before["schane-perpos"] - 1e-4).all()
+    record = json.loads((two.out_dir / "run.json").read_text())
+    assert record["config"]["schane_form"] == "authors"
+
+
+def test_a_run_from_before_the_switch_is_not_resumed(tiny, tmp_path, monkeypatch):
+    """Runs recorded before `schane` became the authors' loss lack schane_form; resuming one
+    would mix two losses under one name, so it is refused with the reason."""
+    from fewshot_bench.errors import BenchError
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny.config(tmp_path / "ep", tmp_path / "old", methods=("ce", "schane"), episodes=2)
+    res = run(cfg, progress=False, echo=lambda m: None)
+    path = res.out_dir / "run.json"
+    record = json.loads(path.read_text())
+    del record["config"]["schane_form"]
+    path.write_text(json.dumps(record))
+    log = res.out_dir / "episodes.jsonl"
+    log.write_text(log.read_text().splitlines()[0] + "\n")  # unfinished
+    with pytest.raises(BenchError, match="per-positive form then"):
+        run(cfg, progress=False, echo=lambda m: None)

@@ -18,22 +18,32 @@ ALWAYS_SHOWN = ("dataset", "backbone", "shots")
 LOSS_FIELDS = ("lam", "tau", "beta", "detach_weights")
 TRAIN_FIELDS = ("steps", "lr", "optimizer", "weight_decay", "logit_scale", "views", "bank_views")
 HYPERPARAMETERS = ("lam", "tau", "beta")  # the sweeps the hyperparameter figure draws
+# Which loss `schane` was (runs from before the switch to the authors' form say "perpos").
+FORM_FIELD = "schane_form"
+FORM_METHODS = ("schane", "schane-detached", "hcl")
+LOGREG_FIELDS = ("views", "bank_views", "logreg_c", "logreg_solver")
 FIELD_NAMES = {"lam": "lambda", "detach_weights": "detach", "weight_decay": "wd",
-               "logit_scale": "scale"}
-METHOD_ORDER = ("protonet", "linear-probe", "ce", "schane", "schane-detached", "supcon", "hcl")
+               "logit_scale": "scale", FORM_FIELD: "form", "logreg_c": "C",
+               "logreg_solver": "solver"}
+METHOD_ORDER = ("protonet", "linear-probe", "logreg", "ce", "schane", "schane-perpos", "schane-detached",
+                "supcon", "hcl")
 
 
 def method_fields(method: str) -> tuple[str, ...]:
     """The configuration fields that change `method`'s results (besides the setting)."""
     if method == "protonet":  # frozen pretrained embeddings, clean views: no training
         return ("device",)
+    if method == "logreg":  # frozen embeddings of the clean and `views` augmented views
+        return LOGREG_FIELDS + ("device",)
     if method == "linear-probe":  # a plain linear head: no logit scale
         return tuple(f for f in TRAIN_FIELDS if f != "logit_scale") + ("device",)
     if method == "ce":  # lambda = 0: tau, beta and the weights never enter its loss
         return TRAIN_FIELDS + ("device",)
+    form = (FORM_FIELD,) if method in FORM_METHODS else ()
     if method == "schane-detached":  # detached whatever --detach-weights says
-        return tuple(f for f in LOSS_FIELDS if f != "detach_weights") + TRAIN_FIELDS + ("device",)
-    return LOSS_FIELDS + TRAIN_FIELDS + ("device",)
+        return (tuple(f for f in LOSS_FIELDS if f != "detach_weights") + form + TRAIN_FIELDS
+                + ("device",))
+    return LOSS_FIELDS + form + TRAIN_FIELDS + ("device",)
 
 
 def _fmt_value(v) -> str:

@@ -19,16 +19,17 @@ from .tables import Table, _with_setting_columns
 
 def default_pairs(labels: Sequence[str], info: dict[str, dict]) -> list[tuple[str, str]]:
     """CE against every SCHaNe-like label trained the same way (same steps, lr, ...),
-    SCHaNe against SCHaNe with detached weights, then every label against the ProtoNet
+    SCHaNe against its per-positive form and against detached weights, then every label against the ProtoNet
     reference; (a, b) reads "b - a"."""
     pairs = []
     ce = [lb for lb in labels if info[lb]["method"] == "ce"]
     other = [lb for lb in labels if info[lb]["method"] in CONTRASTIVE]
     pairs += [(a, b) for a in ce for b in other if _train_key(info[a]) == _train_key(info[b])]
     same = ("lam", "tau", "beta") + TRAIN_FIELDS + ("device",)
-    pairs += [(a, b) for a in labels if info[a]["method"] == "schane"
-              for b in labels if info[b]["method"] == "schane-detached"
-              and all(repr(info[a].get(f)) == repr(info[b].get(f)) for f in same)]
+    for first, second in (("schane-perpos", "schane"), ("schane", "schane-detached")):
+        pairs += [(a, b) for a in labels if info[a]["method"] == first
+                  for b in labels if info[b]["method"] == second
+                  and all(repr(info[a].get(f)) == repr(info[b].get(f)) for f in same)]
     for p in (lb for lb in labels if info[lb]["method"] == "protonet"):
         pairs += [(p, x) for x in labels if info[x]["method"] != "protonet"]
     return pairs

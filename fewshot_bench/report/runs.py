@@ -10,8 +10,8 @@ from typing import Sequence
 import pandas as pd
 
 from ..errors import BenchError
-from ..results import RECORD, ROWS, read_record, read_rows
-from .fields import LOSS_FIELDS, TRAIN_FIELDS
+from ..results import BEFORE_ADDED, RECORD, ROWS, read_record, read_rows
+from .fields import FORM_FIELD, LOSS_FIELDS, TRAIN_FIELDS
 
 
 @dataclass
@@ -46,6 +46,8 @@ class Run:
     def values(self) -> dict:
         """Hyperparameter values of this run (method_fields of every method)."""
         v = {f: self.config.get(f) for f in LOSS_FIELDS + TRAIN_FIELDS}
+        for f in (FORM_FIELD, "logreg_c", "logreg_solver"):  # absent from older records
+            v[f] = self.config.get(f, BEFORE_ADDED[f])
         dev = ((self.record.get("hardware") or {}).get("device")) or self.config.get("device")
         v["device"] = str(dev).split(":")[0] if dev else None
         return v
