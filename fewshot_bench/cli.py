@@ -173,6 +173,44 @@ def baseline_cmd(run_dir: str, out: str) -> None:
     click.echo(create_baseline(run_dir, out).text)
 
 
+@main.command("transfer")
+@click.option("--methods", default="protonet,logreg", show_default=True, callback=_methods,
+              help="Methods scored on each network: the frozen-backbone protonet, logreg "
+                   "(the authors' evaluation), linear-probe, and optionally per-episode ones.")
+@click.option("--epochs", type=int, default=None,
+              help="Epochs of each fine-tune on the train split [default: 5].")
+@click.option("--finetune-steps", type=int, default=None,
+              help="Optimiser steps of each fine-tune, instead of --epochs.")
+@click.option("--batch-size", type=int, default=32, show_default=True,
+              help="Images per fine-tuning step (each as --views views, at least 2).")
+@click.option("--finetune-lr", type=float, default=1e-4, show_default=True,
+              help="AdamW learning rate of the backbone in the fine-tunes (the head gets 10x).")
+@click.option("--out", default=None,
+              help="Transfer folder; rerun to resume, or with other evaluation options to add "
+                   "an evaluation [default: results/transfer/<time>-<dataset>].")
+def transfer_cmd(epochs: int | None, finetune_steps: int | None, batch_size: int,
+                 finetune_lr: float, out: str | None, no_progress: bool, **options) -> None:
+    """The paper's protocol: fine-tune on train with CE and SCHaNe, compare the networks.
+
+    Fine-tunes the backbone on the train split with CE and with SCHaNe (same batches and
+    views), scores the same stored episodes of --split with --methods on the pretrained and
+    both fine-tuned networks, and writes a report whose paired table compares the networks
+    episode by episode. Every `bench run` option applies to the evaluation; --lambda, --tau,
+    --beta, --views, --image-size and --seed also to the fine-tunes."""
+    from .sweep import config_options
+    from .transfer import TransferConfig, run_transfer
+
+    cfg = TransferConfig(run=RunConfig(**config_options(options)), epochs=epochs,
+                         finetune_steps=finetune_steps, batch_size=batch_size,
+                         finetune_lr=finetune_lr, out=out).validate()
+    result = run_transfer(cfg, progress=not no_progress, echo=lambda m: click.echo(m, err=True))
+    click.echo(result.text)
+
+
+# every `bench run` option but its --methods and --out (transfer has its own)
+transfer_cmd.params[:0] = [p for p in run.params if p.name not in ("out", "methods")]
+
+
 # `bench finetune`: options default to None = FullFinetuneConfig's default (fulltune imports
 # torch, so its defaults are not read here; the help states them).
 @main.command("finetune")
@@ -198,7 +236,7 @@ def baseline_cmd(run_dir: str, out: str) -> None:
 @click.option("--weight-decay", type=float, default=None, help="[default: 0].")
 @click.option("--lambda", "lam", type=float, default=None,
               help="schane: loss = (1 - lambda) CE + lambda SCHaNe [default: 0.9].")
-@click.option("--tau", type=float, default=None, help="Temperature [default: 0.1].")
+@click.option("--tau", type=float, default=None, help="Temperature [default: 0.5].")
 @click.option("--beta", type=float, default=None, help="Hard-negative concentration [default: 1].")
 @click.option("--detach-weights", is_flag=True, default=None,
               help="Stop gradient through hard-negative weights.")

@@ -83,7 +83,7 @@ class FullFinetuneConfig:
     lr: float = 1e-4  # backbone; the head uses HEAD_LR_FACTOR x lr
     weight_decay: float = 0.0
     lam: float = 0.9
-    tau: float = 0.1
+    tau: float = 0.5  # the authors' few-shot command (GLA-IR/SCHaNe README)
     beta: float = 1.0
     detach_weights: bool = False
     schane_form: str = SCHANE_FORM  # recorded, as in RunConfig: which loss `schane` is
@@ -131,7 +131,7 @@ class FullFinetuneConfig:
         if not 0.0 <= self.lam <= 1.0:
             bad(f"--lambda must lie in [0, 1] (got {self.lam}): 0 is plain CE, 1 is SCHaNe alone.")
         if not self.tau > 0:
-            bad(f"--tau must be positive (got {self.tau}); 0.1 is the customary value.")
+            bad(f"--tau must be positive (got {self.tau}); 0.5 is the authors' value.")
         if self.beta < 0:
             bad(f"--beta must be >= 0 (got {self.beta}); 0 turns hard-negative weighting off.")
         if not self.lr > 0:

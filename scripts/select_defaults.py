@@ -1,15 +1,15 @@
 """Choose the default fine-tuning protocol on VALIDATION episodes (never test).
 
 A thin wrapper over `bench sweep` (fewshot_bench.sweep.run_sweep): CE and SCHaNe (for
-information) over a grid of learning rates and step counts on emoji/val episodes with the
-default backbone and tune mode, ProtoNet once as the no-training reference. Selection rule
+information) over a grid of learning rates and step counts on the 600 committed leak-free
+emoji/val episodes with the default backbone and tune mode, ProtoNet once as the no-training reference. Selection rule
 (recorded in the README): the most accurate CE setting on validation (ties: the first in
 grid order); SCHaNe then uses the same shared hyperparameters, so the choice does not
 favour either method.
 
-    .venv/bin/python scripts/select_defaults.py --shots 1 --episodes 300
+    .venv/bin/python scripts/select_defaults.py --shots 1
 
-The same as `bench sweep --split val --shots 1 --episodes 300 --param lr=0.001,0.003,0.01,0.03
+The same as `bench sweep --split val --shots 1 --episodes 600 --param lr=0.001,0.003,0.01,0.03
 --param steps=25,50 --methods protonet,ce,schane --out results/select-defaults-1shot`, plus
 the CE choice; `bench sweep --select-on val --target ce` would also evaluate the choice on
 test episodes.
@@ -25,7 +25,7 @@ from fewshot_bench.sweep import choose, describe, parse_params, run_sweep
 
 @click.command()
 @click.option("--shots", type=int, default=1)
-@click.option("--episodes", type=int, default=300)
+@click.option("--episodes", type=int, default=600)
 @click.option("--tune", default="norm")
 @click.option("--lrs", default="0.001,0.003,0.01,0.03")
 @click.option("--steps", "steps_list", default="25,50")

@@ -359,3 +359,27 @@ def test_default_pairs_for_the_new_methods():
     assert ("schane", "schane-detached") in pairs
     assert ("other-schane", "schane-detached") not in pairs  # tau differs: not comparable
     assert [b for a, b in pairs if a == "protonet"] == [lb for lb in labels if lb != "protonet"]
+
+
+def test_runs_on_other_weights_are_labels_of_one_setting_and_paired(tmp_path):
+    """`bench transfer`'s three backbones on one episode file: one setting row, the weights
+    in the labels (a weights.pth is named by its folder), and the default pairs compare the
+    same method across networks (pretrained first), never across methods and networks."""
+    n = 40
+    for name, weights, p in (("pre", None, 0.5), ("ce", "ft/ce/weights.pth", 0.55),
+                             ("sc", "ft/schane/weights.pth", 0.6)):
+        write_run(tmp_path / name, {"protonet": accuracies(n, p, 1), "logreg": accuracies(n, p, 2)},
+                  weights=weights)
+    runs = [load_run(tmp_path / r) for r in ("pre", "ce", "sc")]
+    merged = merge_runs(runs)
+    assert len(merged.settings) == 1
+    assert set(merged.labels) == {f"{m}(weights={w})" for m in ("protonet", "logreg")
+                                  for w in ("pretrained", "ce", "schane")}
+    table, _ = paired_results(merged)
+    pairs = set(zip(table["a"], table["b"]))
+    for m in ("protonet", "logreg"):
+        assert (f"{m}(weights=pretrained)", f"{m}(weights=ce)") in pairs
+        assert (f"{m}(weights=pretrained)", f"{m}(weights=schane)") in pairs
+        assert (f"{m}(weights=ce)", f"{m}(weights=schane)") in pairs
+    assert ("protonet(weights=pretrained)", "logreg(weights=ce)") not in pairs
+    assert ("protonet(weights=ce)", "logreg(weights=ce)") in pairs

@@ -10,7 +10,7 @@ import math
 # data set / backbone / shots always.
 SETTING_FIELDS = (
     ("dataset", "data set"), ("split", "split"), ("backbone", "backbone"),
-    ("weights", "weights"), ("image_size", "image size"), ("tune", "tune"),
+    ("image_size", "image size"), ("tune", "tune"),
     ("ways", "ways"), ("shots", "shots"), ("queries", "queries"), ("n_episodes", "episodes"),
 )
 ALWAYS_SHOWN = ("dataset", "backbone", "shots")
@@ -29,8 +29,17 @@ METHOD_ORDER = ("protonet", "linear-probe", "logreg", "ce", "schane", "schane-pe
                 "supcon", "hcl")
 
 
+# The network's weights are part of what a label names, not of the setting: the same
+# episodes scored with a pretrained and a fine-tuned backbone (`bench transfer`) are paired.
+WEIGHTS_FIELD = "weights"
+
+
 def method_fields(method: str) -> tuple[str, ...]:
     """The configuration fields that change `method`'s results (besides the setting)."""
+    return (WEIGHTS_FIELD,) + _hyperparameter_fields(method)
+
+
+def _hyperparameter_fields(method: str) -> tuple[str, ...]:
     if method == "protonet":  # frozen pretrained embeddings, clean views: no training
         return ("device",)
     if method == "logreg":  # frozen embeddings of the clean and `views` augmented views

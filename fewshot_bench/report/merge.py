@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BenchError
-from .fields import ALWAYS_SHOWN, FIELD_NAMES, METHOD_ORDER, SETTING_FIELDS, _fmt_value, method_fields
+from .fields import (ALWAYS_SHOWN, FIELD_NAMES, METHOD_ORDER, SETTING_FIELDS, WEIGHTS_FIELD,
+                     _fmt_value, method_fields)
 from .runs import Run
 
 
@@ -88,8 +89,6 @@ def merge_runs(runs: Sequence[Run]) -> Merged:
 
     # which setting fields vary -> shown columns; an episode-file column if rows still collide
     def varies(k: str) -> bool:
-        if k == "weights":  # other backbones have other weights anyway
-            return bool(settings.groupby("backbone")["weights"].nunique().max() > 1)
         return settings[k].map(repr).nunique() > 1
 
     shown = [(k, h) for k, h in SETTING_FIELDS if k in ALWAYS_SHOWN or varies(k)]
@@ -154,7 +153,10 @@ def merge_runs(runs: Sequence[Run]) -> Merged:
         info = label_info[label]
         m = info["method"]
         rank = METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER)
-        return (rank, m, tuple(_sort_key(info.get(f)) for f in varying.get(m, [])), label)
+        # the pretrained network before its fine-tunes, then by value
+        keys = tuple((0, 0.0, "") if f == WEIGHTS_FIELD and info.get(f) == "pretrained"
+                     else _sort_key(info.get(f)) for f in varying.get(m, []))
+        return (rank, m, keys, label)
 
     labels = sorted(label_info, key=order)
     kept.sort(key=lambda e: (e.setting_id, labels.index(e.label)))
@@ -180,7 +182,7 @@ def _results_of(e: Entry) -> pd.DataFrame:
 def _setting_title(s: pd.Series, shown) -> str:
     parts = [str(s["dataset"]), str(s["backbone"]), f"{s['ways']}-way {s['shots']}-shot"]
     cols = {k for k, _ in shown}
-    extra = {"split": "split {}", "weights": "weights {}", "image_size": "{} px", "tune": "tune={}",
+    extra = {"split": "split {}", "image_size": "{} px", "tune": "tune={}",
              "queries": "{} queries", "n_episodes": "{} episodes", "episode_file": "{}"}
     parts += [fmt.format(_fmt_value(s[k])) for k, fmt in extra.items() if k in cols]
     return " · ".join(parts)

@@ -12,26 +12,40 @@ from .. import analysis
 from ..analysis import _paired_rows
 from ..config import CONTRASTIVE
 from ..errors import BenchError
-from .fields import SETTING_FIELDS, TRAIN_FIELDS, _train_key
+from .fields import SETTING_FIELDS, TRAIN_FIELDS, WEIGHTS_FIELD, _train_key
 from .merge import Merged
 from .tables import Table, _with_setting_columns
 
 
 def default_pairs(labels: Sequence[str], info: dict[str, dict]) -> list[tuple[str, str]]:
-    """CE against every SCHaNe-like label trained the same way (same steps, lr, ...),
-    SCHaNe against its per-positive form and against detached weights, then every label against the ProtoNet
-    reference; (a, b) reads "b - a"."""
+    """On the same network weights: CE against every SCHaNe-like label trained the same way
+    (same steps, lr, ...), SCHaNe against its per-positive form and against detached
+    weights; then one method on the pretrained against the fine-tuned weights; then every
+    label against the ProtoNet reference on its weights. (a, b) reads "b - a"."""
+    def same_net(a: str, b: str) -> bool:
+        return info[a].get(WEIGHTS_FIELD) == info[b].get(WEIGHTS_FIELD)
+
     pairs = []
     ce = [lb for lb in labels if info[lb]["method"] == "ce"]
     other = [lb for lb in labels if info[lb]["method"] in CONTRASTIVE]
-    pairs += [(a, b) for a in ce for b in other if _train_key(info[a]) == _train_key(info[b])]
-    same = ("lam", "tau", "beta") + TRAIN_FIELDS + ("device",)
+    pairs += [(a, b) for a in ce for b in other
+              if _train_key(info[a]) == _train_key(info[b]) and same_net(a, b)]
+    same = ("lam", "tau", "beta", WEIGHTS_FIELD) + TRAIN_FIELDS + ("device",)
     for first, second in (("schane-perpos", "schane"), ("schane", "schane-detached")):
         pairs += [(a, b) for a in labels if info[a]["method"] == first
                   for b in labels if info[b]["method"] == second
                   and all(repr(info[a].get(f)) == repr(info[b].get(f)) for f in same)]
+    # one method on other weights, all else equal: the pretrained network against each
+    # fine-tuned one, then the fine-tuned ones against each other (bench transfer)
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            ia, ib = info[a], info[b]
+            if (ia["method"] == ib["method"] and not same_net(a, b)
+                    and all(repr(ia.get(f)) == repr(ib.get(f)) for f in ia if f != WEIGHTS_FIELD)):
+                first = ib[WEIGHTS_FIELD] == "pretrained"
+                pairs.append((b, a) if first else (a, b))
     for p in (lb for lb in labels if info[lb]["method"] == "protonet"):
-        pairs += [(p, x) for x in labels if info[x]["method"] != "protonet"]
+        pairs += [(p, x) for x in labels if info[x]["method"] != "protonet" and same_net(p, x)]
     return pairs
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..errors import BenchError
 from ..results import BEFORE_ADDED, RECORD, ROWS, read_record, read_rows
-from .fields import FORM_FIELD, LOSS_FIELDS, TRAIN_FIELDS
+from .fields import FORM_FIELD, LOSS_FIELDS, TRAIN_FIELDS, WEIGHTS_FIELD
 
 
 @dataclass
@@ -32,22 +32,31 @@ class Run:
     @property
     def setting(self) -> dict:
         c, rec = self.config, self.record
-        weights = ((rec.get("backbone") or {}).get("weights") or {})
-        w = weights.get("sha256") if isinstance(weights, dict) else None
         return {
             "dataset": c.get("dataset"), "split": c.get("split"), "backbone": c.get("backbone"),
-            "weights": (w[:12] if w else c.get("weights")) or "default",
             "image_size": (rec.get("data") or {}).get("image_size") or c.get("image_size"),
             "tune": c.get("tune"), "ways": c.get("ways"),
             "shots": c.get("shots_dist") or c.get("shots"),  # imbalanced: e.g. uniform:1-5
             "queries": c.get("queries"), "n_episodes": c.get("episodes"),
         }
 
+    @property
+    def weights_name(self) -> str:
+        """How labels name the network's weights: "pretrained" (the backbone's own), else
+        the folder of a `weights.pth` (what `bench finetune` writes), else the file's stem.
+        (Two different files of one name are told apart by merge_runs, as any repeat is.)"""
+        path = self.config.get("weights")
+        if not path:
+            return "pretrained"
+        p = Path(str(path))
+        return p.parent.name if p.name == "weights.pth" and p.parent.name else p.stem
+
     def values(self) -> dict:
         """Hyperparameter values of this run (method_fields of every method)."""
         v = {f: self.config.get(f) for f in LOSS_FIELDS + TRAIN_FIELDS}
         for f in (FORM_FIELD, "logreg_c", "logreg_solver"):  # absent from older records
             v[f] = self.config.get(f, BEFORE_ADDED[f])
+        v[WEIGHTS_FIELD] = self.weights_name
         dev = ((self.record.get("hardware") or {}).get("device")) or self.config.get("device")
         v["device"] = str(dev).split(":")[0] if dev else None
         return v
