@@ -42,12 +42,12 @@ class FinetuneConfig:
 
     lam: float = 0.0  # 0 = plain cross-entropy
     contrastive: str = "schane"  # the lam-weighted term: schane, supcon or hcl
-    tau: float = 0.1
+    tau: float = 0.5
     beta: float = 1.0
     detach_weights: bool = False
     views: int = 2
-    steps: int = 50
-    lr: float = 0.01
+    steps: int = 10  # RunConfig's defaults
+    lr: float = 0.001
     optimizer: str = "adam"
     weight_decay: float = 0.0
     logit_scale: float = 10.0
@@ -349,20 +349,27 @@ class EpisodeFinetuner:
                              loss_before, loss_after, curve, t0, zq if keep_embeddings else None)
 
     # -- logistic regression (the authors' and RFS's evaluation) --------------------
+    def logreg_inputs(self, support: Tensor, query: Tensor, views: int,
+                      support_mask: Tensor | None = None):
+        """What `logreg` fits and scores: support features [G, NK*A, D] (each image's clean
+        view, then its first `views` augmented bank views: A = views + 1), their labels
+        [G, NK*A], weights [G, NK*A] or None (padding of imbalanced episodes), and the
+        clean query features [G, NQ, D]; all frozen pretrained embeddings."""
+        g = support.shape[0]
+        view_z = self._view_embeddings()
+        a = min(views + 1, view_z.shape[1])
+        xs = view_z[support][:, :, :a].flatten(1, 2)  # (image, view)
+        labels = self.support_labels.repeat_interleave(a).expand(g, -1)
+        weights = None if support_mask is None else support_mask.repeat_interleave(a, dim=1)
+        return xs, labels, weights, self.clean_embeddings[query]
+
     def logreg(self, support: Tensor, query: Tensor, *, views: int, C: float = 1.0,
                solver: str = "torch", support_mask: Tensor | None = None,
                ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """L2 logistic regression (``logreg.py``) on the frozen pretrained embeddings of each
-        support image's clean view and its first `views` augmented bank views, applied to
-        the clean queries. Per episode: accuracy [G], per-class accuracy [G, N], and a
-        failure reason ("" when it ran): an episode whose features are not finite fails."""
-        g, nk = support.shape
-        view_z = self._view_embeddings()
-        a = min(views + 1, view_z.shape[1])
-        xs = view_z[support][:, :, :a].flatten(1, 2)  # [G, NK*A, D], (image, view)
-        labels = self.support_labels.repeat_interleave(a).expand(g, -1)
-        weights = None if support_mask is None else support_mask.repeat_interleave(a, dim=1)
-        zq = self.clean_embeddings[query]
+        """L2 logistic regression (``logreg.py``) on `logreg_inputs`, applied to the clean
+        queries. Per episode: accuracy [G], per-class accuracy [G, N], and a failure reason
+        ("" when it ran): an episode whose features are not finite fails."""
+        xs, labels, weights, zq = self.logreg_inputs(support, query, views, support_mask)
         finite = torch.isfinite(xs).flatten(1).all(1) & torch.isfinite(zq).flatten(1).all(1)
         pred = torch.zeros(query.shape, dtype=torch.long, device=query.device)
         ok = finite.nonzero().flatten()

@@ -20,6 +20,7 @@ from cli_helpers import explain, invoke
 from fake_runs import accuracies, write_run
 from fewshot_bench.baseline import check_run, create_baseline, load_baseline
 from fewshot_bench.errors import BenchError
+from fewshot_bench.config import RunConfig
 
 # More episodes than the shared tiny run, so that a real degradation is significant
 # at alpha 0.01; still a few seconds per run.
@@ -348,8 +349,8 @@ def test_a_significant_gain_is_flagged_not_failed(tmp_path):
     run, file = _pair(tmp_path, {"ce": base}, {"ce": now}, lr=0.03)
     res = check_run(run, file)
     assert res.passed and res.methods.iloc[0]["verdict"] == "improved?"
-    assert res.changed["lr"] == (0.01, 0.03)
-    assert "lr 0.01 -> 0.03" in res.text
+    assert res.changed["lr"] == (RunConfig().lr, 0.03)
+    assert "lr 0.001 -> 0.03" in res.text
 
 
 def test_identical_results_pass_with_p_1(tmp_path):

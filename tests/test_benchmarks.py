@@ -24,3 +24,16 @@ def test_speed_benchmark_runs_and_agrees(tmp_path):
     m = re.fullmatch(r"speedup=([0-9.]+) max_acc_diff=([0-9.e-]+)", last)
     assert m, last
     assert float(m.group(1)) > 0 and float(m.group(2)) == 0
+
+
+def test_logreg_benchmark_runs_and_agrees(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "logreg.py"), "--episodes", "4",
+         "--image-size", "32", "--episodes-dir", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    m = re.fullmatch(r"speedup=([0-9.]+) agreement=([0-9.]+)", last)
+    assert m, last
+    assert float(m.group(1)) > 0 and float(m.group(2)) >= 0.9

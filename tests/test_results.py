@@ -162,11 +162,11 @@ def test_resume_with_other_settings_names_them(tmp_path):
     before = RunConfig(steps=50, lr=0.01, out=str(out)).to_dict()
     (out / "run.json").write_text(json.dumps({"config": before}))
     with pytest.raises(BenchError) as err:
-        check_output_dir(RunConfig(steps=20, lr=0.01, tau=0.5, out=str(out)), out)
+        check_output_dir(RunConfig(steps=20, lr=0.01, tau=0.25, out=str(out)), out)
     assert "steps: 50 then, 20 now" in str(err.value) and "tau" in str(err.value)
     assert "lr" not in str(err.value)
     # where things are written may change between the start and the resume
-    assert check_output_dir(RunConfig(steps=50, out=str(out), episodes_dir="elsewhere"), out)
+    assert check_output_dir(RunConfig(steps=50, lr=0.01, out=str(out), episodes_dir="elsewhere"), out)
 
 
 def test_folder_with_files_but_no_run_record_is_refused(tmp_path):
