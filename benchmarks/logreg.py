@@ -28,11 +28,9 @@ import torch
 
 from fewshot_bench import logreg
 from fewshot_bench.backbones import backbone_data_config, create_backbone
-from fewshot_bench.bank import build_bank
 from fewshot_bench.config import RunConfig
 from fewshot_bench.data import create_dataset
-from fewshot_bench.finetune import EpisodeFinetuner
-from fewshot_bench.runner import episodes_for
+from fewshot_bench.runner import build_engine, episodes_for
 from fewshot_bench.split import split_backbone
 
 
@@ -56,16 +54,8 @@ def main(argv=None) -> int:
     data_cfg = backbone_data_config(model)
     size = cfg.image_size or data.meta.get("image_size") or data_cfg["input_size"][-1]
     split = split_backbone(model, cfg.tune)
-    used = np.unique(np.concatenate([episodes.support.ravel(), episodes.query.ravel()]))
-    row_of = np.full(len(data), -1, dtype=np.int64)
-    row_of[used] = np.arange(len(used))
-    bank = build_bank(split.lower, data.images, used, n_views=cfg.bank_views, size=size,
-                      mean=data_cfg["mean"], std=data_cfg["std"],
-                      interpolation=data_cfg.get("interpolation", "bicubic"), seed=cfg.seed,
-                      progress=False)
-    engine = EpisodeFinetuner(split, bank, ways=cfg.ways, shots=cfg.shots)
-    support = torch.from_numpy(row_of[episodes.support])
-    query = torch.from_numpy(row_of[episodes.query])
+    engine, support, query = build_engine(cfg, data, episodes, split, data_cfg, size,
+                                          torch.device("cpu"), progress=False)
     xs, ys, w, xq = engine.logreg_inputs(support, query, cfg.views)
     print(f"fewshot-bench logreg: {cfg.dataset}/{cfg.split}, {cfg.backbone}, {size} px, "
           f"{cfg.ways}-way {cfg.shots}-shot, {len(episodes)} episodes of {episode_file}"

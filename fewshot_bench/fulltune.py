@@ -42,7 +42,7 @@ from .data import create_dataset
 from .errors import BenchError, RunFailed
 from .fileio import atomic_open, file_sha256, write_atomic
 from .losses import combined_loss
-from .results import read_object
+from .results import own_folder_record
 from .runner import environment_record, resolve_device
 from .runtime import keep_freed_memory
 
@@ -306,21 +306,12 @@ def default_out_dir(cfg: FullFinetuneConfig) -> Path:
 def _check_out(cfg: FullFinetuneConfig, out: Path) -> dict | None:
     """The finished record when `out` holds this very fine-tune; None for a new, empty or
     interrupted-same-settings folder. Anything else is refused before any work."""
-    if out.exists() and not out.is_dir():
-        raise BenchError(f"--out {out} is a file, not a folder. Pass a new or empty folder.")
-    if not out.is_dir() or not any(out.iterdir()):
-        return None
     fix = ("Choose another --out, or leave --out out for a new time-stamped folder under "
            "results/finetune/.")
-    if not (out / RECORD).is_file():
-        raise BenchError(f"The folder {out} already holds files but is not the output of "
-                         f"`bench finetune` (no {RECORD}), so nothing is written there. {fix}")
-    previous = read_object(out / RECORD, {"config": dict, "weights": dict},
-                           required=("config",), fix=fix)
-    if previous.get("kind") != KIND:
-        raise BenchError(f"The folder {out} already holds files but is not the output of "
-                         f"`bench finetune` ({RECORD} is of another kind), so nothing is "
-                         f"written there. {fix}")
+    previous = own_folder_record(out, RECORD, KIND, "bench finetune", fix,
+                                 {"config": dict, "weights": dict})
+    if previous is None:
+        return None
     before = previous["config"]
     now = cfg.to_dict()
     differing = [k for k in now if k not in REUSE_FREE and before.get(k) != now[k]]

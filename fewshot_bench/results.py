@@ -115,6 +115,27 @@ def check_output_dir(cfg: RunConfig, out: Path) -> dict | None:
     return previous
 
 
+def own_folder_record(out: Path, record: str, kind: str, command: str, fix: str,
+                      fields: dict[str, type]) -> dict | None:
+    """The record file `record` of `out` when `out` is a folder `command` wrote (its "kind"
+    field is `kind`; the first of `fields` must be present); None for a new or empty folder;
+    BenchError (ending in `fix`) for a file, a foreign folder or a damaged record, so nothing
+    of someone else's is touched."""
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"--out {out} is a file, not a folder. Pass a new or empty folder.")
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    if not (out / record).is_file():
+        raise BenchError(f"The folder {out} already holds files but is not the output of "
+                         f"`{command}` (no {record}), so nothing is written there. {fix}")
+    previous = read_object(out / record, fields, required=tuple(fields)[:1], fix=fix)
+    if previous.get("kind") != kind:
+        raise BenchError(f"The folder {out} already holds files but is not the output of "
+                         f"`{command}` ({record} is of another kind), so nothing is written "
+                         f"there. {fix}")
+    return previous
+
+
 def create_output_dir(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -454,7 +454,7 @@ def _run_other_rank(cfg: RunConfig, device: torch.device) -> RunResult:
     episodes, pending = shared["episodes"], shared["pending"]
     inputs = _read_inputs(cfg, episodes)
     if any(len(v) for v in pending.values()):
-        engine, support, query = _build_engine(cfg, inputs.data, episodes, inputs.split,
+        engine, support, query = build_engine(cfg, inputs.data, episodes, inputs.split,
                                                inputs.data_cfg, inputs.image_size, device,
                                                progress=False)
         try:
@@ -467,7 +467,7 @@ def _run_other_rank(cfg: RunConfig, device: torch.device) -> RunResult:
     return RunResult(Path(cfg.out or "."), empty, empty, empty, "")
 
 
-def _build_engine(cfg, data, episodes, split, data_cfg, image_size, device, progress):
+def build_engine(cfg, data, episodes, split, data_cfg, image_size, device, progress):
     """Feature bank of every image some episode uses, and the engine over it."""
     autocast = torch.bfloat16 if device.type == "cuda" else None
     used = np.unique(np.concatenate([episodes.support.ravel(), episodes.query.ravel()]))
@@ -485,16 +485,16 @@ def _build_engine(cfg, data, episodes, split, data_cfg, image_size, device, prog
 
 
 def _cached_engine(cache, cfg, data, episodes, split, data_cfg, image_size, device, progress):
-    """`_build_engine`, reused from `cache` (when given) for a run whose bank and engine
+    """`build_engine`, reused from `cache` (when given) for a run whose bank and engine
     would be the same: keyed by everything they depend on. The fine-tuning hyperparameters
     are not in the key: the engine starts every episode from the pretrained weights."""
     if cache is None:
-        return _build_engine(cfg, data, episodes, split, data_cfg, image_size, device, progress)
+        return build_engine(cfg, data, episodes, split, data_cfg, image_size, device, progress)
     key = (cfg.dataset, cfg.data_root, cfg.split, episodes.data_fingerprint, cfg.backbone,
            cfg.weights, image_size, cfg.bank_views, cfg.seed, cfg.tune, str(device), cfg.ways,
            cfg.shots, episodes.content_hash, cfg.compile)
     if key not in cache:
-        cache[key] = _build_engine(cfg, data, episodes, split, data_cfg, image_size, device,
+        cache[key] = build_engine(cfg, data, episodes, split, data_cfg, image_size, device,
                                    progress)
     return cache[key]
 

@@ -33,7 +33,7 @@ from .errors import BenchError
 from .fileio import write_atomic
 from .fulltune import FullFinetuneConfig, finetune_full
 from .report import build_report
-from .results import RESUME_FREE, read_object
+from .results import RESUME_FREE, own_folder_record
 from .runner import run as run_episodes
 
 __all__ = ["TransferConfig", "TransferResult", "run_transfer", "NETWORKS", "RECORD"]
@@ -106,18 +106,11 @@ def default_out_dir(cfg: TransferConfig) -> Path:
 def _check_out(out: Path, settings: dict) -> dict | None:
     """The previous record when `out` holds a transfer with these fine-tuning settings; None
     for a new or empty folder; BenchError for anything else."""
-    if out.exists() and not out.is_dir():
-        raise BenchError(f"--out {out} is a file, not a folder. Pass a new or empty folder.")
-    if not out.is_dir() or not any(out.iterdir()):
-        return None
     fix = "Choose another --out, or leave --out out for a new folder under results/transfer/."
-    if not (out / RECORD).is_file():
-        raise BenchError(f"The folder {out} already holds files but is not the output of "
-                         f"`bench transfer` (no {RECORD}), so nothing is written there. {fix}")
-    previous = read_object(out / RECORD, {"finetune": dict, "evaluations": list},
-                           required=("finetune",), fix=fix)
-    if previous.get("kind") != KIND:
-        raise BenchError(f"{out / RECORD} is not a `bench transfer` record. {fix}")
+    previous = own_folder_record(out, RECORD, KIND, "bench transfer", fix,
+                                 {"finetune": dict, "evaluations": list})
+    if previous is None:
+        return None
     before = previous["finetune"]
     changes = [f"{k}: {before.get(k)!r} there, {v!r} now" for k, v in settings.items()
                if json.dumps(before.get(k)) != json.dumps(v)]
