@@ -279,7 +279,7 @@ def main(argv=None) -> int:
     if a.dtype == "auto":
         a.dtype = "bf16" if device.type == "cuda" else "fp32"
     autocast = torch.bfloat16 if a.dtype == "bf16" else None
-    lr = a.lr if a.lr is not None else (1e-4 if a.tune == "full" else RunConfig().lr)
+    lr = a.lr if a.lr is not None else (1e-4 if a.tune == "full" else RunConfig(tune=a.tune).validate().lr)
     torch.manual_seed(a.seed)
 
     # the card and its peak

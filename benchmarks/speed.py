@@ -57,8 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="episodes timed with the reference loop (the first ones, shared)")
     p.add_argument("--shots", type=int, default=d.shots)
     p.add_argument("--tune", choices=TUNE_MODES, default=d.tune)
-    p.add_argument("--steps", type=int, default=d.steps, help="fine-tuning steps per episode")
-    p.add_argument("--lr", type=float, default=d.lr, help="fine-tuning learning rate")
+    p.add_argument("--steps", type=int, default=None, help="fine-tuning steps per episode (default: the --tune mode's)")
+    p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: the --tune mode's)")
     p.add_argument("--image-size", type=int, default=None,
                    help="input size [default: the data set's, as bench run]")
     p.add_argument("--methods", default=",".join(d.trained_methods),

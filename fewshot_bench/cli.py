@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .config import LOGREG_SOLVERS, METHODS, OPTIMIZERS, TUNE_MODES, RunConfig
+from .config import LOGREG_SOLVERS, METHODS, OPTIMIZERS, TUNE_DEFAULTS, TUNE_MODES, RunConfig
 from .errors import BenchError, RunFailed
 
 _DEFAULTS = RunConfig()
@@ -38,6 +38,10 @@ class BenchGroup(click.Group):
                 click.echo("interrupted: finished results are kept; run the same command "
                            "again to resume.", err=True)
             ctx.exit(130)
+
+
+_TUNE_LR = ", ".join(f"{m} {d['lr']:g}" for m, d in TUNE_DEFAULTS.items())
+_TUNE_STEPS = ", ".join(f"{m} {d['steps']}" for m, d in TUNE_DEFAULTS.items())
 
 
 @click.group(cls=BenchGroup)
@@ -90,8 +94,11 @@ def main(ctx: click.Context, debug: bool) -> None:
               help="Augmented views of each support image per step.")
 @click.option("--bank-views", type=int, default=_DEFAULTS.bank_views, show_default=True,
               help="Augmented views stored per image (view 0 is the clean image).")
-@click.option("--steps", type=int, default=_DEFAULTS.steps, show_default=True)
-@click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True)
+@click.option("--steps", type=int, default=None,
+              help="Fine-tuning steps per episode [default: per --tune mode, "
+                   f"{_TUNE_STEPS}].")
+@click.option("--lr", type=float, default=None,
+              help=f"Learning rate [default: per --tune mode, {_TUNE_LR}].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_DEFAULTS.optimizer,
               show_default=True)
 @click.option("--weight-decay", type=float, default=_DEFAULTS.weight_decay, show_default=True)

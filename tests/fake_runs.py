@@ -31,7 +31,7 @@ def write_run(path: Path, acc: dict[str, np.ndarray], *, episodes_hash: str | No
     path = Path(path)
     path.mkdir(parents=True)
     n = len(next(iter(acc.values())))
-    cfg = RunConfig(methods=tuple(acc), episodes=n, **config).to_dict()
+    cfg = RunConfig(methods=tuple(acc), episodes=n, **config).validate().to_dict()  # as bench run records it
     key = episodes_key or (f"{cfg['dataset']}-{cfg['split']}-{cfg['ways']}w{cfg['shots']}s"
                            f"{cfg['queries']}q-{n}e-seed{cfg['seed']}")
     h = episodes_hash or hashlib.sha256(key.encode()).hexdigest()

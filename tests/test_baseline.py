@@ -349,7 +349,7 @@ def test_a_significant_gain_is_flagged_not_failed(tmp_path):
     run, file = _pair(tmp_path, {"ce": base}, {"ce": now}, lr=0.03)
     res = check_run(run, file)
     assert res.passed and res.methods.iloc[0]["verdict"] == "improved?"
-    assert res.changed["lr"] == (RunConfig().lr, 0.03)
+    assert res.changed["lr"] == (RunConfig().validate().lr, 0.03)
     assert "lr 0.001 -> 0.03" in res.text
 
 
