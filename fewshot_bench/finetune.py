@@ -41,7 +41,7 @@ class FinetuneConfig:
     """Hyperparameters of one fine-tuning method."""
 
     lam: float = 0.0  # 0 = plain cross-entropy
-    contrastive: str = "schane"  # the lam-weighted term: schane, supcon or hcl
+    contrastive: str = "schane"  # the lam-weighted term: losses.CONTRASTIVE_TERMS
     tau: float = 0.5
     beta: float = 1.0
     detach_weights: bool = False

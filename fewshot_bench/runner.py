@@ -455,8 +455,8 @@ def _run_other_rank(cfg: RunConfig, device: torch.device) -> RunResult:
     inputs = _read_inputs(cfg, episodes)
     if any(len(v) for v in pending.values()):
         engine, support, query = build_engine(cfg, inputs.data, episodes, inputs.split,
-                                               inputs.data_cfg, inputs.image_size, device,
-                                               progress=False)
+                                              inputs.data_cfg, inputs.image_size, device,
+                                              progress=False)
         try:
             _run_pending(cfg, engine, support, query, pending,
                          agreed_episode_batch(cfg, engine.bank, shared["batch"]), None, False,
@@ -495,7 +495,7 @@ def _cached_engine(cache, cfg, data, episodes, split, data_cfg, image_size, devi
            cfg.shots, episodes.content_hash, cfg.compile)
     if key not in cache:
         cache[key] = build_engine(cfg, data, episodes, split, data_cfg, image_size, device,
-                                   progress)
+                                  progress)
     return cache[key]
 
 

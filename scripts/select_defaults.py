@@ -30,11 +30,15 @@ from fewshot_bench.sweep import choose, describe, parse_params, run_sweep
 @click.option("--lrs", default="0.001,0.003,0.01,0.03")
 @click.option("--steps", "steps_list", default="25,50")
 @click.option("--methods", default="protonet,ce,schane")
+@click.option("--episodes-dir", default="episodes", show_default=True,
+              help="Where episode files are read or written (other counts than the committed "
+                   "600 make new files: point this elsewhere).")
 @click.option("--out", default=None,
               help="Sweep folder [default: results/select-defaults-<K>shot].")
 def main(shots: int, episodes: int, tune: str, lrs: str, steps_list: str, methods: str,
-         out: str | None) -> None:
+         episodes_dir: str, out: str | None) -> None:
     cfg = RunConfig(split="val", shots=shots, episodes=episodes, tune=tune,
+                    episodes_dir=episodes_dir,
                     methods=tuple(m.strip() for m in methods.split(",") if m.strip()))
     grid = parse_params([f"lr={lrs}", f"steps={steps_list}"])
     result = run_sweep(cfg, grid, out or f"results/select-defaults-{shots}shot",
