@@ -186,7 +186,8 @@ class RunConfig:
         if self.tune == "head" and any(m in CONTRASTIVE for m in self.methods):
             bad("--tune head trains only the classifier head, so the embeddings a contrastive "
                 f"term ({', '.join(CONTRASTIVE)}) acts on cannot change and it would equal CE. "
-                "Use --tune norm, last or full.")
+                "Use --tune full, which works for every backbone, or --tune norm or last where "
+                "the backbone supports them (docs/tune-modes.md).")
         if self.detach_weights and {"schane", "schane-detached"} <= set(self.methods):
             bad("--detach-weights makes schane detach its hard-negative weights too, so schane "
                 "and schane-detached would be the same method. Drop --detach-weights to "

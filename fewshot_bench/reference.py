@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import BenchError
 from .finetune import FinetuneConfig, _make_optimizer, view_schedule
 from .losses import combined_loss
 from .split import split_backbone
@@ -40,26 +39,10 @@ def trainable_parameters(model: nn.Module, tune: str) -> list[nn.Parameter]:
     """The parameters of `model` itself that `tune` fine-tunes (the head aside).
 
     head: none; norm: scale and shift of the final normalisation layer; last: the last
-    stage and everything after it; full: all. Unsupported (model, mode) pairs raise the
-    same `BenchError` as `split_backbone`.
+    stage and everything after it; full: all (per family: docs/tune-modes.md). They are
+    `split_backbone`'s `sources`, so unsupported (model, mode) pairs raise its `BenchError`.
     """
-    split_backbone(model, tune)  # the engine's rule for what is supported
-    kind = type(model).__name__
-    if tune == "head":
-        return []
-    if tune == "full":
-        return list(model.parameters())
-    if kind == "EfficientNet":
-        if tune == "norm":
-            return [model.bn2.weight, model.bn2.bias]
-        mods = [model.blocks[-1], model.conv_head, model.bn2]
-    elif kind == "ResNet":
-        mods = [model.layer4]
-    elif kind == "VisionTransformer":
-        mods = [model.norm] if tune == "norm" else [model.blocks[-1], model.norm]
-    else:  # pragma: no cover - split_backbone raised already
-        raise BenchError(f"--tune {tune} is not available for {kind}")
-    return [p for m in mods for p in m.parameters()]
+    return split_backbone(model, tune).sources  # the engine's rule, one place
 
 
 def _embed(net: nn.Module, x: Tensor, batch: int = 256) -> Tensor:
