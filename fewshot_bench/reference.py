@@ -13,9 +13,11 @@ loss_after measured on the step-0 batch), so per-episode accuracies of the two a
 to float rounding. That agreement is the test of the engine (tests/test_finetune.py), and
 `benchmarks/speed.py` times the two against each other.
 
-The trainable parameters are chosen here from the model's own modules, independently of
-`split.py` (which rebuilds the final normalisation of ``norm`` mode as a separate module),
-so a wrong cut in the engine shows up as a disagreement.
+The trainable parameters are the model's own ones that `split.py` names as the sources
+of its upper part (`BackboneSplit.sources`); the loop trains them in the unmodified model,
+while the engine trains `split.py`'s rebuilt upper part, so a wrong cut still shows up as a
+disagreement. Which parameters each family trains is pinned separately, by a hand-written
+list per family in tests/test_split_families.py.
 """
 
 from __future__ import annotations
