@@ -43,6 +43,10 @@ def trainable_parameters(model: nn.Module, tune: str) -> list[nn.Parameter]:
     head: none; norm: scale and shift of the final normalisation layer; last: the last
     stage and everything after it; full: all. Unsupported (model, mode) pairs raise the
     same `BenchError` as `split_backbone`.
+
+    A ViT's final normalisation is `norm` (before pooling) or, in average-pooled ViTs,
+    `fc_norm` (after it; `norm` is then an Identity); "everything after" its last block
+    also holds an attention-pooling head (`attn_pool`, MAP ViTs) where there is one.
     """
     split_backbone(model, tune)  # the engine's rule for what is supported
     kind = type(model).__name__
@@ -57,10 +61,12 @@ def trainable_parameters(model: nn.Module, tune: str) -> list[nn.Parameter]:
     elif kind == "ResNet":
         mods = [model.layer4]
     elif kind == "VisionTransformer":
-        mods = [model.norm] if tune == "norm" else [model.blocks[-1], model.norm]
+        mods = ([model.norm, model.fc_norm] if tune == "norm"
+                else [model.blocks[-1], model.norm, getattr(model, "attn_pool", None),
+                      model.fc_norm])
     else:  # pragma: no cover - split_backbone raised already
         raise BenchError(f"--tune {tune} is not available for {kind}")
-    return [p for m in mods for p in m.parameters()]
+    return [p for m in mods if m is not None for p in m.parameters()]
 
 
 def _embed(net: nn.Module, x: Tensor, batch: int = 256) -> Tensor:

@@ -160,8 +160,13 @@ class _VitUpper(nn.Module):
         super().__init__()
         self.blocks = nn.Sequential(*blocks)
         self.norm = model.norm
+        # MAP ViTs pool with an attention head: a submodule here, so its parameters are the
+        # upper part's own (trained in `last`, frozen in `norm`) and not the model's
+        # parameters reached through `_vit`, which no episode would own
+        self.attn_pool = getattr(model, "attn_pool", None)
         self.fc_norm = model.fc_norm  # the norm after pooling, in avg-pool ViTs
-        self._vit = [model]  # not a submodule: only used for its pooling rule
+        self._vit = [model]  # not a submodule: only used for its pooling rule (`pool` runs
+        # model.attn_pool, the same module as self.attn_pool)
 
     def forward(self, x):
         x = self._vit[0].pool(self.norm(self.blocks(x)))
