@@ -10,9 +10,15 @@ In one process and on the same stored episodes, times
 with the same protocol (views, schedule, loss, optimizer, head initialisation), so their
 per-episode accuracies on the shared episodes must agree. Defaults follow
 `fewshot_bench.config.RunConfig` (and the data set's own image size, as `bench run`).
+In `--tune last` float32 agreement is only approximate: the two sum in other orders (the
+bank runs the lower part channels-last, vmap'd kernels), and fine-tuning a whole stage
+amplifies those last-bit differences step by step, the more the larger the lr.
+`--float64` runs everything in float64, where the two agree to rounding
+(tests/test_last_agreement.py).
 
     .venv/bin/python benchmarks/speed.py                  # 5-way 1-shot, tune=norm
     .venv/bin/python benchmarks/speed.py --shots 5 --reference-episodes 3
+    .venv/bin/python benchmarks/speed.py --tune last --float64   # agreement, not speed
     .venv/bin/python benchmarks/throughput.py             # the default and --tune full
 
 The last line is ``speedup=<engine eps / reference eps> max_acc_diff=<x>``.
@@ -69,6 +75,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=d.compile,
                    help="the engine's compiled --tune norm step, as bench run's --compile "
                         "(its compile time counts in the engine's time)")
+    p.add_argument("--float64", action="store_true",
+                   help="model, inputs, bank and training in float64: the agreement then "
+                        "separates real differences from float32 rounding (which fine-tuning "
+                        "`last` amplifies); its times are float64's, not the engine's")
     p.add_argument("--episodes-dir", default=str(ROOT / d.episodes_dir),
                    help="stored episodes (sampled and stored there if missing)")
     return p.parse_args(argv)
@@ -93,7 +103,9 @@ def main(argv=None) -> int:
     cfg.validate()
     methods = cfg.trained_methods
     device = resolve_device(cfg.device)
-    autocast = torch.bfloat16 if device.type == "cuda" else None  # as bench run
+    # bf16 autocast on a GPU, as bench run (not with --float64)
+    autocast = torch.bfloat16 if device.type == "cuda" and not args.float64 else None
+    dtype = torch.float64 if args.float64 else torch.float32
 
     data = create_dataset(cfg.dataset, cfg.split, cfg.data_root)
     cfg.episodes_dir = args.episodes_dir
@@ -101,17 +113,18 @@ def main(argv=None) -> int:
     n = min(max(args.episodes, args.reference_episodes), len(all_episodes))
     n_ref = min(args.reference_episodes, n)
     episodes = all_episodes.subset(range(n))
-    model = create_backbone(cfg.backbone, weights=cfg.weights)
+    model = create_backbone(cfg.backbone, weights=cfg.weights).to(dtype)
     data_cfg = backbone_data_config(model)
     size = cfg.image_size or data.meta.get("image_size") or data_cfg["input_size"][-1]
     bank_kw = dict(n_views=cfg.bank_views, size=size, mean=data_cfg["mean"], std=data_cfg["std"],
-                   interpolation=data_cfg.get("interpolation", "bicubic"), seed=cfg.seed)
+                   interpolation=data_cfg.get("interpolation", "bicubic"), seed=cfg.seed,
+                   dtype=dtype)
 
     print(f"fewshot-bench speed: {cfg.dataset}/{cfg.split}, {cfg.backbone} "
           f"({model.weights_source['source']}), {size} px, tune={cfg.tune}, "
           f"{cfg.ways}-way {cfg.shots}-shot {cfg.queries} queries, views {cfg.views}, "
           f"bank views {cfg.bank_views}, steps {cfg.steps}, {cfg.optimizer} lr {cfg.lr}, "
-          f"methods {','.join(methods)}")
+          f"methods {','.join(methods)}{', float64' if args.float64 else ''}")
     print(f"episodes: first {n} of {episode_file}{' (new)' if created else ''}; "
           f"reference loop on the first {n_ref}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch "

@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 
-from .runtime import keep_freed_memory
+from .runtime import as_compute_float, keep_freed_memory
 
 CROP_SCALE = (0.5, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -62,20 +62,22 @@ def interpolation_mode(name: str) -> InterpolationMode:
 def normalised_views(images: np.ndarray, image_ids: np.ndarray, *, n_views: int, size: int,
                      mean: tuple[float, ...], std: tuple[float, ...],
                      interpolation: str = "bicubic", seed: int = 0,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
+                     device: torch.device | str = "cpu",
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The network inputs of the bank: float32 [len(image_ids), n_views, 3, S, S], each
-    image's views from its own stream ``default_rng([seed, image index])``."""
+    image's views from its own stream ``default_rng([seed, image index])``. `dtype`
+    float64: for a float64 network (the tests' float-rounding oracle)."""
     interp = interpolation_mode(interpolation)
-    mean_t = torch.tensor(mean, device=device).view(1, 1, 3, 1, 1) * 255
-    std_t = torch.tensor(std, device=device).view(1, 1, 3, 1, 1) * 255
+    mean_t = torch.tensor(mean, device=device, dtype=dtype).view(1, 1, 3, 1, 1) * 255
+    std_t = torch.tensor(std, device=device, dtype=dtype).view(1, 1, 3, 1, 1) * 255
     if len(image_ids) == 0:
-        return torch.empty(0, n_views, 3, size, size, device=device)
+        return torch.empty(0, n_views, 3, size, size, device=device, dtype=dtype)
     views = torch.stack([
         augmented_views(torch.from_numpy(images[i]).permute(2, 0, 1), n_views, size,
                         np.random.default_rng([seed, int(i)]), interp)
         for i in np.asarray(image_ids).reshape(-1)
     ])  # [b, A, 3, S, S] uint8
-    return (views.to(device).float() - mean_t) / std_t
+    return (views.to(device).to(dtype) - mean_t) / std_t
 
 
 @torch.no_grad()
@@ -94,9 +96,11 @@ def build_bank(
     batch_views: int = 64,
     autocast_dtype: torch.dtype | None = None,
     progress: bool = True,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Features of `lower` for images[image_ids] under `n_views` views each:
-    a float32 tensor [len(image_ids), n_views, *feature_shape] on `device`."""
+    a float32 tensor [len(image_ids), n_views, *feature_shape] on `device` (`dtype`
+    float64, for a float64 `lower`: inputs and features in float64)."""
     keep_freed_memory()
     device = torch.device(device)
     batch_images = max(1, batch_views // n_views)  # ~64 views a batch: best CPU throughput
@@ -109,12 +113,13 @@ def build_bank(
     for start in range(0, len(image_ids), batch_images):
         ids = image_ids[start:start + batch_images]
         x = normalised_views(images, ids, n_views=n_views, size=size, mean=mean, std=std,
-                             interpolation=interpolation, seed=seed, device=device)
+                             interpolation=interpolation, seed=seed, device=device,
+                             dtype=dtype)
         x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
                             enabled=autocast_dtype is not None):
             f = lower(x)
-        f = f.float().contiguous()
+        f = as_compute_float(f).contiguous()
         chunks.append(f.view(len(ids), n_views, *f.shape[1:]))
         bar.update(len(ids))
     bar.close()

@@ -29,7 +29,7 @@ from torch.func import functional_call, vmap
 
 from . import fused, logreg
 from .losses import combined_loss
-from .runtime import keep_freed_memory
+from .runtime import as_compute_float, keep_freed_memory
 from .split import BackboneSplit
 
 VIEW_STREAM = 1  # tag mixed into the per-episode seed for the view-sampling stream
@@ -131,7 +131,7 @@ class EpisodeFinetuner:
 
     def _forward_shared(self, x: Tensor) -> Tensor:
         with self._autocast():
-            return self.upper(x).float()
+            return as_compute_float(self.upper(x))
 
     def _forward_episodes(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
         """x [G, B, *F] with per-episode params [G, ...] -> embeddings [G, B, D]."""
@@ -139,14 +139,14 @@ class EpisodeFinetuner:
             return self._forward_shared(x.flatten(0, 1)).view(*x.shape[:2], -1)
         if hasattr(self.upper, "forward_episodes"):  # a hand-batched fast path
             with self._autocast():
-                return self.upper.forward_episodes(params, x).float()
+                return as_compute_float(self.upper.forward_episodes(params, x))
         frozen = self.frozen
 
         def one(p: dict[str, Tensor], xe: Tensor) -> Tensor:
             return functional_call(self.upper, {**p, **frozen}, (xe,))
 
         with self._autocast():
-            return vmap(one)(params, x).float()
+            return as_compute_float(vmap(one)(params, x))
 
     def _forward_rows(self, params: dict[str, Tensor], rows: Tensor) -> Tensor:
         """Embeddings [G, B, D] of flat bank rows [G, B] under per-episode params: gather
@@ -158,7 +158,7 @@ class EpisodeFinetuner:
                 z = self.upper.forward_rows(params, self.flat_bank, rows)
             if z is not None:
                 self.compiled_step = True
-                return z.float()
+                return as_compute_float(z)
         x = self.flat_bank.index_select(0, rows.flatten()).view(*rows.shape, *self.bank.shape[2:])
         return self._forward_episodes(params, x)
 
@@ -318,7 +318,8 @@ class EpisodeFinetuner:
         g, nk = support.shape
         dev = self.device
         view_z = self._view_embeddings()
-        weight = torch.zeros(g, self.ways, view_z.shape[-1], device=dev, requires_grad=True)
+        weight = torch.zeros(g, self.ways, view_z.shape[-1], device=dev, dtype=view_z.dtype,
+                             requires_grad=True)
         opt = _make_optimizer([weight], cfg)
         schedule = self._schedule(episode_ids, seed, cfg, nk)  # the fine-tuning methods' one
         labels = self.support_labels.repeat_interleave(cfg.views).expand(g, -1)

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from .finetune import FinetuneConfig, _make_optimizer, view_schedule
 from .losses import combined_loss
+from .runtime import as_compute_float
 from .split import split_backbone
 
 __all__ = ["trainable_parameters", "reference_finetune_episode",
@@ -48,7 +49,7 @@ def trainable_parameters(model: nn.Module, tune: str) -> list[nn.Parameter]:
 
 
 def _embed(net: nn.Module, x: Tensor, batch: int = 256) -> Tensor:
-    return torch.cat([net(x[i:i + batch]) for i in range(0, len(x), batch)]).float()
+    return as_compute_float(torch.cat([net(x[i:i + batch]) for i in range(0, len(x), batch)]))
 
 
 @torch.no_grad()
@@ -132,7 +133,7 @@ def reference_finetune_episode(
 
     def step_loss(step: int) -> Tensor:
         x = x_all[support_rows[:, None], schedule[step]].flatten(0, 1)  # (image, view) order
-        z = F.normalize(net(x).float(), dim=-1)
+        z = F.normalize(as_compute_float(net(x)), dim=-1)
         logits = cfg.logit_scale * z @ F.normalize(head, dim=-1).T
         return combined_loss(logits, z, labels, lam=cfg.lam, tau=cfg.tau, beta=cfg.beta,
                              detach_weights=cfg.detach_weights, contrastive=cfg.contrastive,
@@ -183,7 +184,7 @@ def reference_linear_probe_episode(model: nn.Module, images_views: Tensor, suppo
     def step_loss(step: int) -> Tensor:
         with torch.no_grad():
             x = x_all[support_rows[:, None], schedule[step]].flatten(0, 1)  # (image, view)
-            z = F.normalize(net(x).float(), dim=-1)
+            z = F.normalize(as_compute_float(net(x)), dim=-1)
         return F.cross_entropy(head(z), labels)
 
     with torch.no_grad():

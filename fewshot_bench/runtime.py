@@ -6,6 +6,8 @@ import ctypes
 import functools
 import sys
 
+import torch
+
 
 @functools.cache
 def keep_freed_memory() -> None:
@@ -26,3 +28,12 @@ def keep_freed_memory() -> None:
     libc.mallopt(m_mmap_threshold, 1 << 30)
     libc.mallopt(m_trim_threshold, (1 << 31) - 1)
     libc.mallopt(m_top_pad, 256 << 20)
+
+
+def as_compute_float(t: torch.Tensor) -> torch.Tensor:
+    """float32 for the embeddings and features the harness computes with (an fp16/bf16
+    autocast output is lifted), float64 left as float64: a float64 network runs through the
+    bank, the engine and the reference loop unchanged, which is how the tests tell float
+    rounding apart from a real difference (tests/test_last_agreement.py). The same rule as
+    the losses' compute dtype."""
+    return t if t.dtype == torch.float64 else t.float()

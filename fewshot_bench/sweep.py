@@ -242,7 +242,8 @@ def _folders(plan: SweepPlan, root: Path, points: Sequence[int]) -> list[_Folder
 
 def _check_folders(folders: Sequence[_Folder]) -> list[dict | None]:
     """Each folder's previous run record (None: new), refusing foreign or changed folders."""
-    return [check_output_dir(f.cfg, f.path) for f in folders]
+    # validated copies: the per-mode defaults (None -> TUNE_DEFAULTS) are what run.json holds
+    return [check_output_dir(replace(f.cfg).validate(), f.path) for f in folders]
 
 
 def _run_phase(plan: SweepPlan, folders: Sequence[_Folder], root: Path, *, phase: str,

@@ -76,6 +76,8 @@ def run(engine: EpisodeFinetuner, s: Setup, ids, cfg: FinetuneConfig, seed: int 
 # (e.g. in channels-last vs contiguous memory format). SGD does not amplify rounding, so
 # `last` and `full` are compared with SGD (`full` with a small lr: a randomly initialised
 # network trained whole with a large one is chaotic too); `norm` and `head` agree under Adam.
+# tests/test_last_agreement.py pins `last` under Adam at the defaults, in float64 (where
+# rounding is not amplified into view) and, for ResNet and ViTs, in float32.
 CASES = [
     ("norm", FinetuneConfig(lam=0.9, steps=5, views=2)),  # SCHaNe, the fast autograd path
     # a large SGD lr: the FiLM parameters move enough that a 1% error in their gradient

@@ -58,7 +58,7 @@ def first_sweep(tiny, work):
     """One `bench sweep` of a 2 x 2 grid (lambda x tau) with figures, shared below."""
     out = work / "sweep"
     with pytest.MonkeyPatch.context() as mp:
-        builds = Counter(mp, runner, "_build_engine")
+        builds = Counter(mp, runner, "build_engine")
         result = invoke(sweep_args(tiny, work / "episodes", out, *GRID), work)
     assert result.exit_code == 0, explain(result)
     return result, out, builds
@@ -286,7 +286,7 @@ def test_select_on_val_chooses_without_touching_test(tiny, tmp_path, monkeypatch
     cfg = tiny.config(episodes, out, steps=5, lr=0.2)
     grid = sweep.parse_params(["lambda=1,0", "tau=0.1,0.5"])
     selecting, seen = [], set()
-    builds = Counter(monkeypatch, runner, "_build_engine")
+    builds = Counter(monkeypatch, runner, "build_engine")
 
     def guard(name, fn):
         def wrapper(*args, **kwargs):
