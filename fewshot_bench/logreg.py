@@ -30,7 +30,9 @@ __all__ = ["SOLVERS", "fit_predict", "fit_predict_sklearn", "fit_predict_torch"]
 
 SOLVERS = ("torch", "sklearn")
 MAX_NEWTON_STEPS = 100
-# Newton stops when every episode's gradient (max abs) is below this, relative to C * n
+LINE_SEARCH_STEPS = 20  # halvings of a Newton step before an episode counts as converged
+# an episode stops when its gradient (max abs) is below this, relative to C * n (scikit-learn
+# stops at 1e-4 on its own scale), or when no step decreases its objective any more
 GRAD_TOL = 1e-9
 EPISODE_CHUNK = 64  # episodes whose Hessians are held at once (64 x 380^2 doubles at 5-shot)
 
@@ -116,6 +118,7 @@ def _newton(z: Tensor, labels: Tensor, w: Tensor, k: int, c: float) -> tuple[Ten
         return t[..., :-1].transpose(-1, -2), t[..., -1]
 
     f = _objective(z, y1, w, c, *split(theta))
+    active = torch.ones(g, dtype=torch.bool, device=z.device)  # episodes still improving
     for _ in range(MAX_NEWTON_STEPS):
         logits = torch.einsum("gnp,gkp->gnk", zt, theta)
         prob = torch.softmax(logits, -1)
@@ -123,7 +126,8 @@ def _newton(z: Tensor, labels: Tensor, w: Tensor, k: int, c: float) -> tuple[Ten
         grad = torch.einsum("gnk,gnp->gkp", resid, zt)
         grad[..., :-1] += theta[..., :-1]
         grad = grad.reshape(g, k * p)
-        if float((grad.abs().amax(1) / scale).max()) < GRAD_TOL:
+        active &= grad.abs().amax(1) / scale >= GRAD_TOL
+        if not bool(active.any()):
             break
         # H = sum_i c w_i (diag(p_i) - p_i p_i^T) (x) zt_i zt_i^T + penalty
         cw = (c * w).unsqueeze(-1)
@@ -137,17 +141,21 @@ def _newton(z: Tensor, labels: Tensor, w: Tensor, k: int, c: float) -> tuple[Ten
         hess = hess.view(g, k * p, k * p) + torch.diag_embed(ridge).unsqueeze(0)
         step = -torch.linalg.solve(hess, grad.unsqueeze(-1)).squeeze(-1).view(g, k, p)
         slope = (grad * step.reshape(g, k * p)).sum(1)  # < 0
+        # backtracking (Armijo) per episode; one that cannot decrease f any more has
+        # reached float precision and stops, instead of holding the others back
         t = torch.ones(g, dtype=z.dtype, device=z.device)
-        done = torch.zeros(g, dtype=torch.bool, device=z.device)
-        new_theta, new_f = theta.clone(), f.clone()
-        for _ in range(30):
+        done = ~active
+        moved = torch.zeros(g, dtype=torch.bool, device=z.device)
+        for _ in range(LINE_SEARCH_STEPS):
             cand = theta + t.view(g, 1, 1) * step
             fc = _objective(z, y1, w, c, *split(cand))
             ok = ~done & (fc <= f + 1e-4 * t * slope)
-            new_theta[ok], new_f[ok] = cand[ok], fc[ok]
+            theta = torch.where(ok.view(g, 1, 1), cand, theta)
+            f = torch.where(ok, fc, f)
+            moved |= ok
             done |= ok
             if bool(done.all()):
                 break
             t = torch.where(done, t, t / 2)
-        theta, f = new_theta, new_f
+        active &= moved
     return split(theta)
