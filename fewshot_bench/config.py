@@ -37,8 +37,9 @@ DEVICES = ("auto", "cpu", "cuda")
 # memory grows with the image size squared (timm backbones take at most about 600 px).
 # The fine-tuning defaults of each --tune mode (lr and steps of the optimiser), chosen on
 # validation episodes with the README's rule (the most accurate CE setting; SCHaNe shares
-# them). An explicit --lr / --steps wins; run.json records the values used. Only `norm` is
-# selected so far; the others carry norm's values until their own selection (README).
+# them). An explicit --lr / --steps wins; run.json records the values used. `norm` and
+# `head` are selected (the same cell wins); `last` and `full` carry norm's values until
+# their own selection (README).
 TUNE_DEFAULTS = {
     "head": {"lr": 0.001, "steps": 10},
     "norm": {"lr": 0.001, "steps": 10},
