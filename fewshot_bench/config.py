@@ -38,13 +38,13 @@ DEVICES = ("auto", "cpu", "cuda")
 # The fine-tuning defaults of each --tune mode (lr and steps of the optimiser), chosen on
 # validation episodes with the README's rule (the most accurate CE setting; SCHaNe shares
 # them). An explicit --lr / --steps wins; run.json records the values used. `norm` and
-# `head` are selected on 600 val episodes (the same cell wins), `last` provisionally on 100;
-# `full` carries norm's values until its own selection (README).
+# `head` are selected on 600 val episodes (the same cell wins); `last` (100 episodes) and
+# `full` (50) are provisional (README).
 TUNE_DEFAULTS = {
     "head": {"lr": 0.001, "steps": 10},
     "norm": {"lr": 0.001, "steps": 10},
     "last": {"lr": 0.0001, "steps": 25},  # provisional: 100 val episodes, at the grid's edge
-    "full": {"lr": 0.001, "steps": 10},
+    "full": {"lr": 0.0001, "steps": 10},  # provisional: 50 val episodes, two lrs
 }
 MAX_EPISODES = 100_000
 MAX_STEPS = 100_000

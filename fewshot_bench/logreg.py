@@ -89,7 +89,13 @@ def fit_predict_torch(support: Tensor, labels: Tensor, query: Tensor, n_classes:
     zq = query.detach().double() @ vh.transpose(1, 2)  # [G, Q, r]
     c = C / 2.0 if n_classes == 2 else C  # sklearn's binary model (module docstring)
     b, bias = _newton(z, labels.to(dev), w, n_classes, c)
-    return (zq @ b + bias.unsqueeze(1)).argmax(-1)
+    scores = zq @ b + bias.unsqueeze(1)
+    pred = scores.argmax(-1)
+    bad = ~torch.isfinite(scores).flatten(1).all(1)
+    if bool(bad.any()):  # never seen; the reference solver keeps such an episode correct
+        pred[bad] = fit_predict_sklearn(support[bad], labels[bad], query[bad], n_classes, C=C,
+                                        weights=None if weights is None else weights[bad])
+    return pred
 
 
 def _objective(z: Tensor, y1: Tensor, w: Tensor, c: float, b: Tensor, bias: Tensor) -> Tensor:
@@ -139,7 +145,13 @@ def _newton(z: Tensor, labels: Tensor, w: Tensor, k: int, c: float) -> tuple[Ten
         hess = hess.view(g, k, p, k, p)
         hess[:, idx, :, idx, :] += block.transpose(0, 1)
         hess = hess.view(g, k * p, k * p) + torch.diag_embed(ridge).unsqueeze(0)
-        step = -torch.linalg.solve(hess, grad.unsqueeze(-1)).squeeze(-1).view(g, k, p)
+        # H is positive definite (the penalty adds I to the B block, the ridge the rest):
+        # Cholesky; an episode where it fails (rounding) takes a plain gradient step
+        chol, info = torch.linalg.cholesky_ex(hess)
+        good = info == 0
+        chol = torch.where(good.view(g, 1, 1), chol, torch.eye(k * p, dtype=z.dtype, device=z.device))
+        step = -torch.cholesky_solve(grad.unsqueeze(-1), chol).squeeze(-1)
+        step = torch.where(good.view(g, 1), step, -grad).view(g, k, p)
         slope = (grad * step.reshape(g, k * p)).sum(1)  # < 0
         # backtracking (Armijo) per episode; one that cannot decrease f any more has
         # reached float precision and stops, instead of holding the others back

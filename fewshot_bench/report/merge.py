@@ -105,12 +105,17 @@ def merge_runs(runs: Sequence[Run]) -> Merged:
                                  for i in settings.index]
     settings["slug"] = _unique_slugs(settings["title"])
 
-    # labels: method + the fields of method_fields that vary between runs
+    # labels: method + the fields of method_fields that vary between runs of one setting
+    # (a field that differs only between rows, e.g. the per --tune mode lr, is the row's)
     raw = [(r, m) for r in runs for m in pd.unique(r.rows["method"])]
     varying: dict[str, list[str]] = {}
     for m in dict.fromkeys(m for _, m in raw):
-        vals = [r.values() for r, mm in raw if mm == m]
-        varying[m] = [f for f in method_fields(m) if len({repr(v[f]) for v in vals}) > 1]
+        per_setting: dict[int, list[dict]] = {}
+        for r, mm in raw:
+            if mm == m:
+                per_setting.setdefault(sid_of[skey(r)], []).append(r.values())
+        varying[m] = [f for f in method_fields(m)
+                      if any(len({repr(v[f]) for v in vals}) > 1 for vals in per_setting.values())]
 
     def label_of(r: Run, m: str) -> str:
         v = r.values()
