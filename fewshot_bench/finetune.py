@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.func import functional_call, vmap
 
 from . import fused, logreg
+from .config import TUNE_DEFAULTS
 from .losses import combined_loss
 from .runtime import as_compute_float, keep_freed_memory
 from .split import BackboneSplit
@@ -46,8 +47,8 @@ class FinetuneConfig:
     beta: float = 1.0
     detach_weights: bool = False
     views: int = 2
-    steps: int = 10  # RunConfig's defaults
-    lr: float = 0.001
+    steps: int = TUNE_DEFAULTS["norm"]["steps"]  # bench run's default mode
+    lr: float = TUNE_DEFAULTS["norm"]["lr"]
     optimizer: str = "adam"
     weight_decay: float = 0.0
     logit_scale: float = 10.0

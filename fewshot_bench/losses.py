@@ -236,6 +236,19 @@ def _schane_kernel(
 # --------------------------------------------------------------------------- losses
 
 
+def _hard_negative_loss(kernel, name: str, z: Tensor, labels: Tensor, tau: float, beta: float,
+                        detach_weights: bool, single_class: str, valid: Tensor | None,
+                        what: str = "labels") -> Tensor:
+    """The frame every hard-negative loss shares: check and lift the inputs, run `kernel`
+    (`_schane_kernel` or `_perpos_kernel`) without autocast, handle single-class batches."""
+    zc, lab, single = _prepare(z, labels, tau, what=what)
+    valid = _prepare_valid(valid, lab, single)
+    with _no_autocast(zc.device):
+        loss, pos, neg = kernel(zc, lab, float(tau), float(beta), detach_weights, valid)
+    _check_single_class(pos, neg, single_class, name)
+    return loss[0] if single else loss
+
+
 def schane_loss(
     z: Tensor,
     labels: Tensor,
@@ -281,12 +294,8 @@ def schane_loss(
       authors exponentiate after subtracting the row max over all entries (self included),
       which can underflow at small tau.
     """
-    zc, lab, single = _prepare(z, labels, tau)
-    valid = _prepare_valid(valid, lab, single)
-    with _no_autocast(zc.device):
-        loss, pos, neg = _schane_kernel(zc, lab, float(tau), float(beta), detach_weights, valid)
-    _check_single_class(pos, neg, single_class, "schane_loss")
-    return loss[0] if single else loss
+    return _hard_negative_loss(_schane_kernel, "schane_loss", z, labels, tau, beta,
+                               detach_weights, single_class, valid)
 
 
 def schane_perpos_loss(
@@ -305,12 +314,8 @@ def schane_perpos_loss(
     every anchor has exactly one positive (1-shot, 2 views), otherwise never smaller. Same
     arguments, shapes, dtype handling and edge cases as ``schane_loss``.
     """
-    zc, lab, single = _prepare(z, labels, tau)
-    valid = _prepare_valid(valid, lab, single)
-    with _no_autocast(zc.device):
-        loss, pos, neg = _perpos_kernel(zc, lab, float(tau), float(beta), detach_weights, valid)
-    _check_single_class(pos, neg, single_class, "schane_perpos_loss")
-    return loss[0] if single else loss
+    return _hard_negative_loss(_perpos_kernel, "schane_perpos_loss", z, labels, tau, beta,
+                               detach_weights, single_class, valid)
 
 
 def hcl_loss(
@@ -331,12 +336,8 @@ def hcl_loss(
     how it is computed (with 2 views each anchor has one positive, so it is also Robinson
     et al.'s per-positive form). Same shapes, dtype handling and edge cases as ``schane_loss``.
     """
-    zc, ids, single = _prepare(z, instance_ids, tau, what="instance_ids")
-    valid = _prepare_valid(valid, ids, single)
-    with _no_autocast(zc.device):
-        loss, pos, neg = _schane_kernel(zc, ids, float(tau), float(beta), detach_weights, valid)
-    _check_single_class(pos, neg, single_class, "hcl_loss")
-    return loss[0] if single else loss
+    return _hard_negative_loss(_schane_kernel, "hcl_loss", z, instance_ids, tau, beta,
+                               detach_weights, single_class, valid, what="instance_ids")
 
 
 def supcon_loss(z: Tensor, labels: Tensor, *, tau: float = 0.1,

@@ -146,13 +146,10 @@ def run_transfer(cfg: TransferConfig, *, progress: bool = True,
         echo(finetunes[method].text)
 
     runs = {}
-    key_dir = None
+    key_dir = out / "eval" / evaluation_name(cfg.run)  # the name ignores weights and out
     for net in NETWORKS:
         weights = cfg.run.weights if net == "pretrained" else str(finetunes[net].weights_path)
-        run_cfg = replace(cfg.run, weights=weights, out=None)
-        if key_dir is None:
-            key_dir = out / "eval" / evaluation_name(run_cfg)
-        run_cfg.out = str(key_dir / net)
+        run_cfg = replace(cfg.run, weights=weights, out=str(key_dir / net))
         echo(f"[transfer] evaluate the {net} network on {cfg.run.dataset}/{cfg.run.split}")
         runs[net] = run_episodes(run_cfg, progress=progress, echo=echo)
 
