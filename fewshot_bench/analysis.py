@@ -329,6 +329,34 @@ def band_summary(df: pd.DataFrame, dist, confidence: float = 0.95) -> pd.DataFra
     return pd.DataFrame(out)
 
 
+def steps_summary(df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Query accuracy after each of a run's --eval-steps (the rows' `accuracy_at_steps`
+    dicts, step count -> fraction), for every trained method: columns method, steps,
+    n, mean, ci95 (percent). The same episodes at every step count, so the differences
+    between step counts are paired; failed episodes are left out."""
+    ok, _ = split_failed(df)
+    if "accuracy_at_steps" not in ok:
+        return pd.DataFrame(columns=["method", "steps", "n", "mean", "ci95"])
+    out = []
+    for method, g in ok.groupby("method", sort=False):
+        at = [d for d in g["accuracy_at_steps"] if isinstance(d, dict)]
+        if not at:
+            continue
+        for steps in sorted(at[0], key=int):
+            mean, half = mean_ci([100.0 * d[steps] for d in at], confidence)
+            out.append({"method": method, "steps": int(steps), "n": len(at),
+                        "mean": mean, "ci95": half})
+    return pd.DataFrame(out, columns=["method", "steps", "n", "mean", "ci95"])
+
+
+def _steps_rows(steps_df: pd.DataFrame) -> tuple[list[str], list[list[str]], str]:
+    counts = sorted(set(steps_df["steps"]))
+    headers = ["accuracy % after steps"] + [str(c) for c in counts]
+    rows = [[str(m)] + [_fmt_acc(r.mean, r.ci95) for r in g.sort_values("steps").itertuples()]
+            for m, g in steps_df.groupby("method", sort=False)]
+    return headers, rows, "l" + "r" * len(counts)
+
+
 def _band_rows(band_df: pd.DataFrame) -> tuple[list[str], list[list[str]], str]:
     bands = list(dict.fromkeys(band_df["band"]))
     headers = ["accuracy % by class frequency"] + bands
@@ -338,24 +366,29 @@ def _band_rows(band_df: pd.DataFrame) -> tuple[list[str], list[list[str]], str]:
 
 
 def _summary(render, method_df: pd.DataFrame, paired_df: pd.DataFrame | None,
-             band_df: pd.DataFrame | None) -> str:
+             band_df: pd.DataFrame | None, steps_df: pd.DataFrame | None = None) -> str:
     parts = [render(*_method_rows(method_df))]
     if paired_df is not None and len(paired_df):
         parts.append(render(*_paired_rows(paired_df)))
     if band_df is not None and len(band_df):
         parts.append(render(*_band_rows(band_df)))
+    if steps_df is not None and len(steps_df):
+        parts.append(render(*_steps_rows(steps_df)))
     note = _footnote(method_df)
     return "\n\n".join(parts) + (f"\n\n{note}" if note else "") + "\n"
 
 
 def format_summary(method_df: pd.DataFrame, paired_df: pd.DataFrame | None = None,
-                   band_df: pd.DataFrame | None = None) -> str:
+                   band_df: pd.DataFrame | None = None,
+                   steps_df: pd.DataFrame | None = None) -> str:
     """Plain-text tables for the terminal: per-method accuracy, then paired comparisons
-    (and, for imbalanced episodes, accuracy per class-frequency band)."""
-    return _summary(_text_table, method_df, paired_df, band_df)
+    (and, for imbalanced episodes, accuracy per class-frequency band; with --eval-steps,
+    accuracy after each step count)."""
+    return _summary(_text_table, method_df, paired_df, band_df, steps_df)
 
 
 def summary_markdown(method_df: pd.DataFrame, paired_df: pd.DataFrame | None = None,
-                     band_df: pd.DataFrame | None = None) -> str:
+                     band_df: pd.DataFrame | None = None,
+                     steps_df: pd.DataFrame | None = None) -> str:
     """The same tables as `format_summary`, as GitHub Markdown (no `tabulate` needed)."""
-    return _summary(_md_table, method_df, paired_df, band_df)
+    return _summary(_md_table, method_df, paired_df, band_df, steps_df)

@@ -99,6 +99,9 @@ def main(ctx: click.Context, debug: bool) -> None:
                    f"{_TUNE_STEPS}].")
 @click.option("--lr", type=float, default=None,
               help=f"Learning rate [default: per --tune mode, {_TUNE_LR}].")
+@click.option("--eval-steps", default="", callback=lambda _c, _p, v: v or (),
+              help="Also record each trained episode's query accuracy after these many steps "
+                   "(comma list, each <= --steps): a learning curve from one run.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_DEFAULTS.optimizer,
               show_default=True)
 @click.option("--weight-decay", type=float, default=_DEFAULTS.weight_decay, show_default=True)

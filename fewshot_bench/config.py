@@ -96,6 +96,9 @@ class RunConfig:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     logit_scale: float = 10.0
+    # also record each trained episode's query accuracy after these many steps (<= steps):
+    # a learning curve, and a steps grid from one run (finetune.FinetuneConfig.eval_steps)
+    eval_steps: tuple[int, ...] = ()
     logreg_c: float = 1.0  # logreg: inverse L2 strength, scikit-learn's C (the authors' 1)
     logreg_solver: str = "torch"  # logreg: batched exact solver, or scikit-learn per episode
     tune: str = "norm"
@@ -178,6 +181,19 @@ class RunConfig:
         if self.steps > MAX_STEPS:
             bad(f"--steps must be at most {MAX_STEPS} (got {self.steps}); "
                 f"{defaults['steps']} is the default of --tune {self.tune}.")
+        try:
+            self.eval_steps = tuple(sorted({int(s) for s in (
+                self.eval_steps.split(",") if isinstance(self.eval_steps, str) else self.eval_steps)
+                if str(s).strip()}))
+        except (TypeError, ValueError):
+            bad(f"--eval-steps must be a comma list of step counts such as 5,10 (got "
+                f"{self.eval_steps!r}).")
+        if self.eval_steps and not 0 <= self.eval_steps[0] <= self.eval_steps[-1] <= self.steps:
+            bad(f"--eval-steps {','.join(map(str, self.eval_steps))}: each must lie between 0 "
+                f"and --steps ({self.steps}). Raise --steps to the largest, or drop the others.")
+        if self.eval_steps and not [m for m in self.methods if m not in ("protonet", "logreg")]:
+            bad("--eval-steps applies to methods that train (ce, schane, linear-probe, ...); "
+                f"--methods {','.join(self.methods)} trains nothing. Add one, or drop --eval-steps.")
         if not self.lr >= 0:
             bad(f"--lr must be >= 0 (got {self.lr}).")
         if self.weight_decay < 0:
@@ -226,12 +242,14 @@ class RunConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["methods"] = list(self.methods)
+        d["eval_steps"] = list(self.eval_steps)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
-        if "methods" in kw:
-            kw["methods"] = tuple(kw["methods"])
+        for name in ("methods", "eval_steps"):
+            if name in kw:
+                kw[name] = tuple(kw[name])
         return cls(**kw)

@@ -52,6 +52,9 @@ class FinetuneConfig:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     logit_scale: float = 10.0
+    # also classify the queries after these many steps (each <= steps): one run then gives
+    # the accuracy every shorter run would have had (same view schedule prefix, no lr schedule)
+    eval_steps: tuple[int, ...] = ()
 
 
 @dataclass
@@ -67,6 +70,7 @@ class EpisodeResults:
     loss_curve: np.ndarray  # [G, steps]: the training loss at every step
     query_embeddings: np.ndarray | None = None  # [G, N*Q, D] after fine-tuning, if asked
     class_accuracy: np.ndarray | None = None  # [G, N]: accuracy on each class's queries
+    step_accuracy: np.ndarray | None = None  # [G, len(eval_steps)], NaN where failed
 
 
 def view_schedule(seed: int, episode: int, steps: int, n_images: int, views: int,
@@ -241,12 +245,19 @@ class EpisodeFinetuner:
                                  detach_weights=cfg.detach_weights, contrastive=cfg.contrastive,
                                  instance_ids=instances, valid=valid)
 
+        def predict() -> tuple[Tensor, Tensor]:
+            with torch.no_grad():
+                zq = self._query_embeddings(params, query)
+                return torch.einsum("gqd,gnd->gqn", zq, F.normalize(head, dim=-1)).argmax(-1), zq
+
         failed = torch.zeros(g, dtype=torch.bool, device=dev)
-        curve = []
+        curve, at_steps = [], {}
         if cfg.steps == 0:
             with torch.no_grad():
                 loss_before = batch_loss(0)
         for step in range(cfg.steps):
+            if step in cfg.eval_steps:
+                at_steps[step] = predict()[0]
             loss = batch_loss(step)
             curve.append(loss.detach())
             if step == 0:
@@ -260,12 +271,12 @@ class EpisodeFinetuner:
             opt.step()
         with torch.no_grad():
             loss_after = batch_loss(0)
-            zq = self._query_embeddings(params, query)
-            pred = torch.einsum("gqd,gnd->gqn", zq, F.normalize(head, dim=-1)).argmax(-1)
+        pred, zq = predict()
         failed |= ~torch.isfinite(loss_after)
         return self._results(pred, query.shape[1], failed, "non-finite loss during fine-tuning",
                              loss_before, loss_after, curve, t0,
-                             zq if keep_embeddings else None)
+                             zq if keep_embeddings else None,
+                             self._step_accuracy(cfg, at_steps, pred, query.shape[1], failed))
 
     # -- shared by the trained methods ------------------------------------------------
     def _schedule(self, episode_ids: np.ndarray, seed: int, cfg: FinetuneConfig,
@@ -275,9 +286,21 @@ class EpisodeFinetuner:
             view_schedule(seed, int(e), cfg.steps, n_images, cfg.views, self.bank.shape[1])
             for e in episode_ids])).to(self.device)
 
+    def _step_accuracy(self, cfg: FinetuneConfig, at_steps: dict[int, Tensor], final: Tensor,
+                       n_query: int, failed: Tensor) -> np.ndarray | None:
+        """[G, len(eval_steps)]: the query accuracy after each of `cfg.eval_steps` steps
+        (`at_steps`: step -> predictions; the final step's are `final`), NaN where failed."""
+        if not cfg.eval_steps:
+            return None
+        acc = np.stack([self._accuracy(at_steps.get(s, final), n_query)
+                        for s in cfg.eval_steps], 1)
+        acc[failed.cpu().numpy()] = np.nan
+        return acc
+
     def _results(self, pred: Tensor, n_query: int, failed: Tensor, why: str, loss_before: Tensor,
                  loss_after: Tensor, curve: list[Tensor], t0: float,
-                 query_embeddings: Tensor | None) -> EpisodeResults:
+                 query_embeddings: Tensor | None,
+                 step_accuracy: np.ndarray | None = None) -> EpisodeResults:
         """Per-episode results of a group; failed episodes get NaN accuracies and `why`."""
         failed_np = failed.cpu().numpy()
         acc, class_acc = self._accuracy(pred, n_query), self._class_accuracy(pred)
@@ -290,7 +313,7 @@ class EpisodeFinetuner:
                               [why if f else "" for f in failed_np], time.perf_counter() - t0,
                               curve_np,
                               None if query_embeddings is None else query_embeddings.cpu().numpy(),
-                              class_acc)
+                              class_acc, step_accuracy)
 
     # -- linear probe ---------------------------------------------------------------
     def _view_embeddings(self) -> Tensor:
@@ -334,10 +357,18 @@ class EpisodeFinetuner:
             per = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
             return (per * w).sum(1) / w.sum(1)  # the mean over real support images
 
-        curve = []
+        zq = self.clean_embeddings[query]
+
+        def predict() -> Tensor:
+            with torch.no_grad():
+                return torch.einsum("gqd,gnd->gqn", zq, weight).argmax(-1)
+
+        curve, at_steps = [], {}
         with torch.no_grad():
             loss_before = batch_loss(0)
         for step in range(cfg.steps):
+            if step in cfg.eval_steps:
+                at_steps[step] = predict()
             loss = batch_loss(step)
             curve.append(loss.detach())
             opt.zero_grad(set_to_none=True)
@@ -345,10 +376,10 @@ class EpisodeFinetuner:
             opt.step()
         with torch.no_grad():
             loss_after = batch_loss(0)
-            zq = self.clean_embeddings[query]
-            pred = torch.einsum("gqd,gnd->gqn", zq, weight).argmax(-1)
-        return self._results(pred, query.shape[1], ~torch.isfinite(loss_after), "non-finite loss",
-                             loss_before, loss_after, curve, t0, zq if keep_embeddings else None)
+        pred, failed = predict(), ~torch.isfinite(loss_after)
+        return self._results(pred, query.shape[1], failed, "non-finite loss",
+                             loss_before, loss_after, curve, t0, zq if keep_embeddings else None,
+                             self._step_accuracy(cfg, at_steps, pred, query.shape[1], failed))
 
     # -- logistic regression (the authors' and RFS's evaluation) --------------------
     def logreg_inputs(self, support: Tensor, query: Tensor, views: int,

@@ -70,7 +70,7 @@ def method_config(cfg: RunConfig, method: str) -> FinetuneConfig:
         tau=cfg.tau, beta=cfg.beta, views=cfg.views,
         detach_weights=cfg.detach_weights or method == "schane-detached",
         steps=cfg.steps, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
-        logit_scale=cfg.logit_scale,
+        logit_scale=cfg.logit_scale, eval_steps=tuple(cfg.eval_steps),
     )
 
 
@@ -423,11 +423,15 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
     if cfg.shots_dist:  # imbalanced episodes: accuracy by how many shots a class had
         bands = analysis.band_summary(df, parse_shots_dist(cfg.shots_dist))
         write_atomic(out / "bands.csv", bands.to_csv(index=False))
+    by_steps = None
+    if cfg.eval_steps:  # the accuracy after each of --eval-steps
+        by_steps = analysis.steps_summary(df)
+        write_atomic(out / "steps.csv", by_steps.to_csv(index=False))
     shots = f"{cfg.shots_dist} shots" if cfg.shots_dist else f"{cfg.shots}-shot"
     title = (f"{cfg.dataset}/{cfg.split}, {cfg.backbone}, {cfg.ways}-way {shots}, "
              f"{cfg.queries} queries, {n} episodes, tune={cfg.tune}")
-    write_atomic(out / "summary.md",
-                 f"# {title}\n\n" + analysis.summary_markdown(method_table, paired_or_none, bands))
+    write_atomic(out / "summary.md", f"# {title}\n\n" + analysis.summary_markdown(
+        method_table, paired_or_none, bands, by_steps))
     total = time.perf_counter() - t_start
     if todo or need_embeddings:  # how the engine ran the training step
         record["compiled_step"] = engine.compiled_step
@@ -437,7 +441,7 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
                   timing={"bank_seconds": round(bank_seconds, 2),
                           "total_seconds": round(total, 2), "episode_batch": batch})
     write_record(out, record)
-    text = title + "\n\n" + analysis.format_summary(method_table, paired_or_none, bands)
+    text = title + "\n\n" + analysis.format_summary(method_table, paired_or_none, bands, by_steps)
     text += f"\n\n{n} episodes x {len(cfg.methods)} methods in {total:.0f} s; results in {out}"
     return RunResult(out, df, method_table, paired, text)
 
@@ -575,6 +579,11 @@ def _run_window(cfg, engine, support, query, pending, ids, mask=None,
             class_acc = r.class_accuracy
             new = [_row(e, method, r.accuracy[i], r.loss_before[i], r.loss_after[i], sec,
                         r.reason[i], r.loss_curve[i]) for i, e in enumerate(ids)]
+            if r.step_accuracy is not None:
+                for i, row in enumerate(new):  # JSON keys are strings: "10" -> accuracy
+                    row["accuracy_at_steps"] = (
+                        None if row["status"] == "failed" else
+                        {str(s): float(a) for s, a in zip(cfg.eval_steps, r.step_accuracy[i])})
         if class_shots is not None:
             for i, row in enumerate(new):
                 row["class_shots"] = class_shots[ids[i]].tolist()

@@ -262,3 +262,38 @@ def test_infinite_lr_fails_every_episode(setup):
     res = run(engine, setup, range(3), FinetuneConfig(lam=0.0, steps=2, lr=float("inf")))
     assert res.failed.all() and np.isnan(res.accuracy).all()
     assert np.isfinite(res.loss_before).all()
+
+
+# -- accuracy after fewer steps (--eval-steps) --------------------------------------------
+@pytest.mark.parametrize("tune,cfg", [
+    ("norm", FinetuneConfig(lam=0.9, steps=6, views=2, lr=0.05)),
+    ("last", FinetuneConfig(lam=0.0, steps=4, views=2, optimizer="sgd", lr=0.05)),
+], ids=["norm-adam", "last-sgd"])
+def test_eval_steps_equal_shorter_runs(setup, tune, cfg):
+    """The accuracy recorded after s steps is what a run of s steps gives (the same view
+    schedule prefix; no lr schedule), for every s, 0 and the last included."""
+    from dataclasses import replace
+    engine = setup.engine(tune)
+    ids = range(N_EPISODES)
+    eval_steps = tuple(range(cfg.steps + 1))
+    long = run(engine, setup, ids, replace(cfg, eval_steps=eval_steps))
+    assert long.step_accuracy.shape == (N_EPISODES, len(eval_steps))
+    for j, s in enumerate(eval_steps):
+        short = run(engine, setup, ids, replace(cfg, steps=s))
+        np.testing.assert_array_equal(long.step_accuracy[:, j], short.accuracy, err_msg=f"{s} steps")
+    np.testing.assert_array_equal(long.step_accuracy[:, -1], long.accuracy)
+    # training changes predictions here, so an off-by-one step would show
+    assert len({tuple(c) for c in long.step_accuracy.T}) > 1
+
+
+def test_eval_steps_linear_probe(setup):
+    from dataclasses import replace
+    engine = setup.engine("norm")
+    ids = np.arange(N_EPISODES)
+    cfg = FinetuneConfig(steps=5, views=2, lr=0.05)
+    long = engine.linear_probe(setup.support[ids], setup.query[ids], ids, SEED,
+                               replace(cfg, eval_steps=(1, 3, 5)))
+    for j, s in enumerate((1, 3, 5)):
+        short = engine.linear_probe(setup.support[ids], setup.query[ids], ids, SEED,
+                                    replace(cfg, steps=s))
+        np.testing.assert_array_equal(long.step_accuracy[:, j], short.accuracy)
