@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash never leaves a half-written file under the final name."""
+"""Atomic file writes (a crash never leaves a half-written file under the final name) and
+the lock that keeps two commands out of one output folder."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ import os
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
+
+from .errors import BenchError
+
+try:
+    import fcntl
+except ImportError:  # not on Windows
+    fcntl = None
 
 
 def _umask() -> int:
@@ -55,3 +63,64 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------
+# One command per output folder
+# --------------------------------------------------------------------------------------
+
+LOCK = ".lock"  # in a folder while a command writes it (held with flock, removed after)
+
+
+def folder_entries(folder: Path) -> list[Path]:
+    """What `folder` holds, less a lock file: one left by a killed command is no content."""
+    return [p for p in Path(folder).iterdir() if p.name != LOCK]
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the existing `folder` (flock on FOLDER/.lock, which names
+    our pid) for the `with` block; BenchError naming the holder's pid when another process
+    holds it. Never waits: two commands writing one folder would mix their results. The
+    kernel drops the lock of a process that dies, so a stale file blocks nothing."""
+    folder = Path(folder)
+    path = folder / LOCK
+    if fcntl is None:  # no flock on this platform: run unlocked, as before
+        yield
+        return
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise BenchError(f"Cannot write to the folder {folder} ({exc.strerror or exc}). "
+                             "Pass a writable folder with --out.") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise BenchError(
+                f"The folder {folder} is in use by another bench command (pid {holder}); two "
+                "commands writing one folder would mix their results, so this one did "
+                "nothing. Wait for that one to finish (or stop it), then run this command "
+                "again; or choose another --out.") from None
+        except OSError:  # a file system without flock (ENOLCK, ...): run unlocked
+            os.close(fd)
+            yield
+            return
+        # the holder before us removes the file before unlocking it: if we locked a removed
+        # file, the lock guards nothing, so take the one now at `path` instead
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # first remove, then unlock (see above)
+            os.unlink(path)
+        os.close(fd)

@@ -21,6 +21,7 @@ head's initialisation from (seed); CE and SCHaNe therefore see exactly the same 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -40,7 +41,7 @@ from .bank import augmented_views, interpolation_mode
 from .config import MAX_IMAGE_SIZE, MAX_STEPS, SCHANE_FORM, check_split_ratios
 from .data import create_dataset
 from .errors import BenchError, RunFailed
-from .fileio import atomic_open, file_sha256, write_atomic
+from .fileio import atomic_open, file_sha256, folder_lock, write_atomic
 from .losses import combined_loss
 from .results import own_folder_record
 from .runner import environment_record, resolve_device
@@ -348,10 +349,20 @@ def finetune_full(cfg: FullFinetuneConfig, progress: bool = True,
     Returns the per-epoch history and where the weights are. When `cfg.out` already holds
     this fine-tune, finished, it is returned as it is (`reused=True`) and nothing runs.
     """
+    with contextlib.ExitStack() as held:  # the output folder's lock, once taken
+        return _finetune_full(cfg, progress, echo, held)
+
+
+def _finetune_full(cfg: FullFinetuneConfig, progress: bool, echo: Callable[[str], None],
+                   held: contextlib.ExitStack) -> FullFinetuneResult:
     cfg.validate()
     device = resolve_device(cfg.device)
     out = Path(cfg.out) if cfg.out else default_out_dir(cfg)
     previous = _check_out(cfg, out)
+    ours = (out / RECORD).is_file()  # a fine-tune folder: keep others out, then read it afresh
+    if ours:
+        held.enter_context(folder_lock(out))
+        previous = _check_out(cfg, out)
 
     data = create_dataset(cfg.dataset, cfg.split, cfg.data_root, split_ratios=cfg.split_ratios,
                           image_size=cfg.image_size or default_input_size(cfg.backbone))
@@ -379,6 +390,12 @@ def finetune_full(cfg: FullFinetuneConfig, progress: bool = True,
     except OSError as exc:
         raise BenchError(f"Cannot create the output folder {out} ({exc.strerror}). Pass a "
                          "writable folder with --out.") from exc
+    if not ours:  # a new folder: lock it; nobody may have begun a fine-tune there since
+        held.enter_context(folder_lock(out))
+        if (out / RECORD).exists():
+            raise BenchError(f"Another bench command started a fine-tune in {out} while this "
+                             "one was reading its inputs. Run this command again once it is "
+                             "done, or choose another --out.")
     record = {
         "kind": KIND, "config": cfg.to_dict(), "out_dir": str(out),
         "method": {"name": cfg.method, "lambda": cfg.effective_lambda,

@@ -16,7 +16,7 @@ from typing import Callable
 from .analysis import json_kind, row_problem
 from .config import RunConfig
 from .errors import BenchError
-from .fileio import write_atomic
+from .fileio import folder_entries, write_atomic
 
 ROWS = "episodes.jsonl"
 RECORD = "run.json"
@@ -91,7 +91,7 @@ def check_output_dir(cfg: RunConfig, out: Path) -> dict | None:
     """
     if out.exists() and not out.is_dir():
         raise BenchError(f"--out {out} is a file, not a folder. Pass a new or empty folder.")
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or not folder_entries(out):
         return None
     record_path = out / RECORD
     if not record_path.is_file():
@@ -123,7 +123,7 @@ def own_folder_record(out: Path, record: str, kind: str, command: str, fix: str,
     of someone else's is touched."""
     if out.exists() and not out.is_dir():
         raise BenchError(f"--out {out} is a file, not a folder. Pass a new or empty folder.")
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or not folder_entries(out):
         return None
     if not (out / record).is_file():
         raise BenchError(f"The folder {out} already holds files but is not the output of "

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.metadata
 import os
@@ -13,6 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -29,7 +31,7 @@ from .data.groups import Grouping, resolve_groups
 from .episodes import (EpisodeSet, EpisodeSpec, get_or_create_episodes, leak_free_classes,
                        make_episodes_dir)
 from .errors import BenchError, RunFailed
-from .fileio import atomic_open, write_atomic
+from .fileio import atomic_open, folder_lock, write_atomic
 from .results import (ROWS, RowLog, check_output_dir, create_output_dir, read_rows,
                       write_record, write_rows)
 from .finetune import EpisodeFinetuner, FinetuneConfig
@@ -233,19 +235,23 @@ def _check_resumable(previous: dict, record: dict, out: Path) -> None:
 
 
 def run(cfg: RunConfig, *, progress: bool = True, echo=print,
-        engine_cache: dict | None = None) -> RunResult:
+        engine_cache: dict | None = None,
+        before_write: Callable[[], None] | None = None) -> RunResult:
     """Run every method of `cfg` on the same stored episodes; write and return results.
 
     With an `out` folder that holds a stopped run of the same settings, the run resumes:
     finished (episode, method) results are kept and only the rest is computed.
     `engine_cache`: a dict kept between calls (e.g. by `bench sweep`) so that runs needing
-    the same feature bank build it once (see `_cached_engine`).
+    the same feature bank build it once (see `_cached_engine`). `before_write`: called
+    once every input is checked, just before the run folder is first written (`bench
+    sweep` writes its own record then, so a refused run leaves no sweep folder).
     """
     cfg.validate()
     device = resolve_device(cfg.device)
     distributed.init(device)  # under torchrun: join the group; otherwise nothing
     try:
-        return _run(cfg, device, progress, echo, engine_cache)
+        with contextlib.ExitStack() as held:  # the run folder's lock, once taken
+            return _run(cfg, device, progress, echo, engine_cache, before_write, held)
     finally:
         distributed.teardown()
 
@@ -340,7 +346,7 @@ def agreed_episode_batch(cfg: RunConfig, bank: torch.Tensor, fixed: int | None =
 
 
 def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
-         engine_cache: dict | None = None) -> RunResult:
+         engine_cache: dict | None, before_write, held: contextlib.ExitStack) -> RunResult:
     """`run` in this process. Under torchrun, rank 0 checks and writes the run folder and
     decides what is pending; every rank builds the bank and fine-tunes its share of the
     episode windows (see `_run_pending`); the other ranks write and print nothing."""
@@ -350,6 +356,9 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
     try:
         out = Path(cfg.out) if cfg.out else default_run_dir(cfg)
         previous = check_output_dir(cfg, out)
+        if previous is not None:  # a stopped run: keep others out, then read it afresh
+            held.enter_context(folder_lock(out))
+            previous = check_output_dir(cfg, out)
         inputs = _read_inputs(cfg)
         data, spec, episodes, episode_file, created = (
             inputs.data, inputs.spec, inputs.episodes, inputs.episode_file, inputs.created)
@@ -367,7 +376,15 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
             record["started"] = previous.get("started", record["started"])
             record["resumed"] = [*previous.get("resumed", []),
                                  _dt.datetime.now().isoformat(timespec="seconds")]
+        if before_write is not None:
+            before_write()
         out = create_output_dir(out)  # every input checked: the work starts
+        if previous is None:  # a new run: lock its folder; nobody may have begun one since
+            held.enter_context(folder_lock(out))
+            if check_output_dir(cfg, out) is not None:
+                raise BenchError(f"Another bench command wrote a run into {out} while this "
+                                 "one was reading its inputs. Run this command again to "
+                                 "resume that run, or choose another --out.")
         if data.meta.get("split_file"):  # a folder's class split: keep it with the results
             shutil.copyfile(data.meta["split_file"], out / "split.json")
         n = len(episodes)

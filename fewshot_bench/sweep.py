@@ -22,6 +22,7 @@ episodes or test data.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import itertools
 import json
@@ -36,7 +37,7 @@ from . import analysis
 from .config import CONTRASTIVE, METHODS, RunConfig
 from .episodes import make_episodes_dir
 from .errors import BenchError
-from .fileio import write_atomic
+from .fileio import folder_entries, folder_lock, write_atomic
 from .results import RECORD, RESUME_FREE, check_output_dir, read_object, read_record
 
 __all__ = ["PARAMS", "parse_params", "grid_points", "plan_sweep", "choose", "select_point",
@@ -247,9 +248,10 @@ def _check_folders(folders: Sequence[_Folder]) -> list[dict | None]:
 
 
 def _run_phase(plan: SweepPlan, folders: Sequence[_Folder], root: Path, *, phase: str,
-               progress: bool, echo: Callable[[str], None], figures: bool,
-               title: str) -> tuple[pd.DataFrame, object]:
-    """Run (or keep) every folder, then write root/results.{csv,md} and root/report/."""
+               progress: bool, echo: Callable[[str], None], figures: bool, title: str,
+               before_write: Callable[[], None]) -> tuple[pd.DataFrame, object]:
+    """Run (or keep) every folder, then write root/results.{csv,md} and root/report/;
+    `before_write` is called before anything is written (see `runner.run`)."""
     from . import runner
     from .report import build_report
 
@@ -268,7 +270,9 @@ def _run_phase(plan: SweepPlan, folders: Sequence[_Folder], root: Path, *, phase
             echo(f"{phase}{what}: finished earlier, kept ({f.path})")
             continue
         echo(f"{phase}{what}" + (": resuming" if previous is not None else ""))
-        runner.run(f.cfg, progress=progress, echo=lambda m: echo(f"  {m}"), engine_cache=cache)
+        runner.run(f.cfg, progress=progress, echo=lambda m: echo(f"  {m}"), engine_cache=cache,
+                   before_write=before_write)
+    before_write()
     table = results_table(plan, folders, root)
     write_atomic(root / "results.csv", table.to_csv(index=False))
     write_atomic(root / "results.md", f"# {title}\n\n" + results_markdown(plan, table) + "\n")
@@ -356,13 +360,14 @@ def choose(scores: Sequence[float]) -> int:
 
 def select_point(val_cfg: RunConfig, grid: Grid, out: str | Path, target: str, *,
                  progress: bool = True, echo: Callable[[str], None] = print,
-                 figures: bool = True) -> dict:
+                 figures: bool = True, before_write: Callable[[], None] = lambda: None) -> dict:
     """Run the whole grid on `val_cfg`'s episodes and choose, for `target`, the grid point
     with the highest mean accuracy (ties: the first in grid order).
 
     Given only the validation configuration (its `split` must not be "test"), this cannot
     read test episodes or test data. Writes `out/runs/...`, `out/results.{csv,md}` and
-    `out/report/`; returns the selection record (grid, every point's score, the choice)."""
+    `out/report/`; returns the selection record (grid, every point's score, the choice).
+    `before_write` is called before anything is written (see `runner.run`)."""
     if val_cfg.split == "test":
         raise ValueError("select_point chooses on validation episodes; it was given split 'test'")
     out = Path(out)
@@ -372,7 +377,7 @@ def select_point(val_cfg: RunConfig, grid: Grid, out: str | Path, target: str, *
     folders = _folders(plan, out, range(len(plan.points)))
     title = _title(val_cfg, plan, prefix="bench sweep (selection)")
     table, _ = _run_phase(plan, folders, out, phase=f"{val_cfg.split} ", progress=progress,
-                          echo=echo, figures=figures, title=title)
+                          echo=echo, figures=figures, title=title, before_write=before_write)
     t = table[(table["point"] != BASE) & (table["method"] == target)]
     scores = [float(x) for x in t["mean"]]
     best = choose(scores)
@@ -444,7 +449,7 @@ def _check_sweep_dir(out: Path, record: dict) -> dict | None:
     another sweep or something else; None for a new or empty folder."""
     if out.exists() and not out.is_dir():
         raise BenchError(f"--out {out} is a file, not a folder. Pass a new or empty folder.")
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or not folder_entries(out):
         return None
     path = out / SWEEP_RECORD
     if not path.is_file():
@@ -482,6 +487,13 @@ def run_sweep(cfg: RunConfig, grid: Grid, out: str | Path, *, select_on: str | N
 
     `select_on="val"`: choose the grid point on validation episodes first (`select_point`),
     then run only that point and the base methods on `cfg.split`."""
+    with contextlib.ExitStack() as held:  # the sweep folder's lock, once taken
+        return _run_sweep(cfg, grid, out, select_on, target, progress, echo, figures, held)
+
+
+def _run_sweep(cfg: RunConfig, grid: Grid, out: str | Path, select_on: str | None, target: str,
+               progress: bool, echo: Callable[[str], None], figures: bool,
+               held: contextlib.ExitStack) -> SweepResult:
     from . import distributed
 
     if distributed.launched():
@@ -510,19 +522,37 @@ def run_sweep(cfg: RunConfig, grid: Grid, out: str | Path, *, select_on: str | N
         phases[cfg.split] = _folders(plan, out, range(len(plan.points)))
     record = _sweep_record(cfg, plan, select_on, target if select_on else None, phases, out)
     previous = _check_sweep_dir(out, record)
+    if previous is not None:  # a sweep to resume: keep others out, then read it afresh
+        held.enter_context(folder_lock(out))
+        previous = _check_sweep_dir(out, record)
     _check_folders(phases.get(select_on, []))
     _check_folders(_folders(plan, out, range(len(plan.points))))  # any point may be chosen
     # the runs would fail on an unusable --episodes-dir only after sweep.json is written
     make_episodes_dir(cfg.episodes_dir)
-    # every input checked: the work starts
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BenchError(f"Cannot create the sweep folder {out} ({exc.strerror or exc}). Pass "
-                         "a writable --out.") from None
-    if previous is not None:
-        record["started"] = previous.get("started", record["started"])
-    write_atomic(out / SWEEP_RECORD, json.dumps(record, indent=2) + "\n")
+    started = False
+
+    def start() -> None:
+        """Write sweep.json: once the first run has checked its inputs (data set, ways and
+        shots, backbone, device), so a refused sweep leaves no folder behind."""
+        nonlocal started
+        if started:
+            return
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BenchError(f"Cannot create the sweep folder {out} ({exc.strerror or exc}). "
+                             "Pass a writable --out.") from None
+        if previous is None:  # a new sweep: lock its folder; nobody may have begun one since
+            held.enter_context(folder_lock(out))
+            if _check_sweep_dir(out, record) is not None:
+                raise BenchError(f"Another bench command started a sweep in {out} while this "
+                                 "one was reading its inputs. Run this command again to resume "
+                                 "it, or choose another --out.")
+        else:
+            record["started"] = previous.get("started", record["started"])
+        write_atomic(out / SWEEP_RECORD, json.dumps(record, indent=2) + "\n")
+        started = True
+
     echo(f"sweep of {len(plan.points)} grid point(s) x {', '.join(plan.grid_methods)}"
          + (f" (+ {', '.join(plan.base_methods)} once)" if plan.base_methods else "")
          + (f", chosen on {select_on}" if select_on else "") + f"; results in {out}")
@@ -530,7 +560,7 @@ def run_sweep(cfg: RunConfig, grid: Grid, out: str | Path, *, select_on: str | N
     selection, chosen = None, None
     if select_on:
         selection = select_point(val_cfg, grid, out / select_on, target, progress=progress,
-                                 echo=echo, figures=figures)
+                                 echo=echo, figures=figures, before_write=start)
         write_atomic(out / SELECTION_RECORD, json.dumps(selection, indent=2) + "\n")
         chosen = selection["chosen"]["point"] - 1
         c = selection["chosen"]
@@ -545,7 +575,7 @@ def run_sweep(cfg: RunConfig, grid: Grid, out: str | Path, *, select_on: str | N
     if selection:
         title += f"; chosen on {select_on}: {describe(selection['chosen']['values'])}"
     table, report = _run_phase(plan, folders, out, phase="", progress=progress, echo=echo,
-                               figures=figures, title=title)
+                               figures=figures, title=title, before_write=start)
     lines = [title, "", results_text(plan, table, chosen), ""]
     if selection:
         c = selection["chosen"]

@@ -30,7 +30,7 @@ from typing import Callable
 from . import split_ratios as ratios
 from .config import RunConfig
 from .errors import BenchError
-from .fileio import write_atomic
+from .fileio import folder_lock, write_atomic
 from .fulltune import FullFinetuneConfig, finetune_full
 from .report import build_report
 from .results import RESUME_FREE, own_folder_record
@@ -128,11 +128,22 @@ def run_transfer(cfg: TransferConfig, *, progress: bool = True,
     cfg.validate()
     out = Path(cfg.out) if cfg.out else default_out_dir(cfg)
     settings = cfg.finetune_settings()
-    previous = _check_out(out, settings)
+    _check_out(out, settings)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"Cannot write the transfer folder {out} ({exc.strerror}). Pass a "
+                         "writable folder with --out.") from exc
+    with folder_lock(out):  # one transfer at a time in a folder
+        return _run_transfer(cfg, out, settings, progress, echo)
+
+
+def _run_transfer(cfg: TransferConfig, out: Path, settings: dict, progress: bool,
+                  echo: Callable[[str], None]) -> TransferResult:
+    previous = _check_out(out, settings)  # afresh, under the lock
     record = previous or {"kind": KIND, "finetune": settings, "evaluations": [],
                           "started": _dt.datetime.now().isoformat(timespec="seconds")}
     try:
-        out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / RECORD, json.dumps(record, indent=2) + "\n")
     except OSError as exc:
         raise BenchError(f"Cannot write the transfer folder {out} ({exc.strerror}). Pass a "

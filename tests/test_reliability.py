@@ -1,0 +1,75 @@
+"""Issue 17, reliability at the edges: one command per output folder, overflowing
+hyperparameters, non-finite embeddings, refused commands that write nothing, episode file
+names, `bench check` re-hashing the episode file, hand-edited result rows."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import explain, invoke
+from fewshot_bench.fileio import LOCK, folder_lock
+from fewshot_bench.results import check_output_dir
+
+FT_TINY = ["--image-size", "32", "--steps", "3", "--batch-size", "8", "--device", "cpu",
+           "--no-progress"]
+
+
+def assert_refused(result, *words: str) -> None:
+    assert result.exit_code == 2, explain(result)
+    assert "Traceback" not in result.output, explain(result)
+    message = result.stderr.strip().splitlines()[-1]  # after any progress lines
+    assert message.startswith("error:"), message
+    for w in words:
+        assert w in message, message
+
+
+def _stopped_run(tiny, tmp_path: Path) -> Path:
+    """A run folder as `bench run` leaves it when stopped: run.json and one result row."""
+    out = tmp_path / "run"
+    out.mkdir()
+    cfg = tiny.config(tmp_path / "eps", out).validate()
+    (out / "run.json").write_text(json.dumps({"config": cfg.to_dict()}))
+    (out / "episodes.jsonl").write_text(json.dumps(
+        {"episode": 0, "method": "ce", "accuracy": 0.5, "status": "ok", "reason": ""}) + "\n")
+    return out
+
+
+# -- 1. two commands on one folder --------------------------------------------------------
+
+
+def test_a_second_run_on_a_locked_folder_is_refused_naming_the_pid(tiny, tmp_path):
+    out = _stopped_run(tiny, tmp_path)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with folder_lock(out):  # as another `bench run` resuming it would hold it
+        result = invoke(tiny.args(tmp_path / "eps", out), tmp_path)
+    assert_refused(result, f"pid {os.getpid()}", str(out), "in use by another bench command")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing appended
+    assert not (tmp_path / "eps").exists()  # refused before reading anything
+
+
+def test_a_sweep_or_finetune_on_a_locked_new_folder_is_refused(tiny, tmp_path):
+    for name, args in (
+            ("sweep", ["sweep", *tiny.args(tmp_path / "eps", tmp_path / "sweep")[1:],
+                       "--param", "lambda=0.5"]),
+            ("ft", ["finetune", "--out", str(tmp_path / "ft"), *FT_TINY])):
+        out = tmp_path / name
+        out.mkdir()
+        with folder_lock(out):
+            result = invoke(args, tmp_path)
+            assert sorted(os.listdir(out)) == [LOCK]  # no sweep.json, no finetune.json
+        assert_refused(result, f"pid {os.getpid()}")
+        assert os.listdir(out) == []  # the lock file goes with its holder
+
+
+def test_a_stale_lock_file_is_not_content_and_does_not_block(tiny, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK).write_text("999999\n")  # left by a process killed with SIGKILL
+    assert check_output_dir(tiny.config(tmp_path / "eps", out).validate(), out) is None
+    with folder_lock(out):
+        assert (out / LOCK).read_text() == f"{os.getpid()}\n"
+    assert not (out / LOCK).exists()
