@@ -50,6 +50,26 @@ MAX_EPISODES = 100_000
 MAX_STEPS = 100_000
 MAX_BANK_VIEWS = 256
 MAX_IMAGE_SIZE = 1024
+# Optimisers hand lr-sized numbers to float32 kernels as scalars, and torch refuses one
+# above float32's largest ("value cannot be converted to type float without overflow"):
+# Adam's first step is lr / (1 - beta1) = 10 lr, SGD's lr, Adam's and SGD's weight decay.
+FLOAT32_MAX = 3.4028234663852886e38
+ADAM_FIRST_STEP = 10.0  # 1 / (1 - beta1), beta1 = 0.9
+
+
+def check_float32_step(lr: float, weight_decay: float, optimizer: str, hint: str,
+                       lr_factor: float = 1.0) -> None:
+    """BenchError when `lr` (times `lr_factor`, e.g. a head's larger lr) or `weight_decay`
+    would overflow float32 inside the optimiser `optimizer`, which torch raises mid-run."""
+    step = lr * lr_factor * (1.0 if optimizer == "sgd" else ADAM_FIRST_STEP)
+    if step > FLOAT32_MAX:
+        factor = "" if step == lr else f" ({step / lr:g} x lr: {optimizer}'s first step)"
+        raise BenchError(f"--lr {lr:g} is too large: the optimiser's step{factor} would exceed "
+                         f"the largest float32 number ({FLOAT32_MAX:.3g}). {hint}")
+    if weight_decay > FLOAT32_MAX:
+        raise BenchError(f"--weight-decay {weight_decay:g} is larger than the largest float32 "
+                         f"number ({FLOAT32_MAX:.3g}), which the optimiser cannot use; 0 to "
+                         "0.1 is usual.")
 
 
 def check_split_ratios(dataset: str, value: str | None) -> str | None:
@@ -200,6 +220,8 @@ class RunConfig:
             bad(f"--weight-decay must be >= 0 (got {self.weight_decay}).")
         if self.optimizer not in OPTIMIZERS:
             bad(f"Unknown --optimizer '{self.optimizer}'. Use one of {', '.join(OPTIMIZERS)}.")
+        check_float32_step(self.lr, self.weight_decay, self.optimizer,
+                           f"--tune {self.tune}'s default is {defaults['lr']:g}.")
         if self.tune == "head" and any(m in CONTRASTIVE for m in self.methods):
             bad("--tune head trains only the classifier head, so the embeddings a contrastive "
                 f"term ({', '.join(CONTRASTIVE)}) acts on cannot change and it would equal CE. "

@@ -94,6 +94,20 @@ def _make_optimizer(params: list[Tensor], cfg: FinetuneConfig) -> torch.optim.Op
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def optimizer_step(opt: torch.optim.Optimizer) -> str:
+    """`opt.step()`; the reason its episodes fail when a learning rate or weight decay
+    overflows float32 in it (torch raises "value cannot be converted to type float without
+    overflow"), else "". The configurations refuse such values (config.check_float32_step);
+    this keeps any that slip through a recorded failure rather than a traceback."""
+    try:
+        opt.step()
+    except RuntimeError as exc:
+        if "overflow" not in str(exc):
+            raise
+        return f"the optimiser overflowed float32 ({exc}); lower --lr or --weight-decay"
+    return ""
+
+
 class EpisodeFinetuner:
     """Fine-tunes groups of episodes on a feature bank.
 
@@ -251,7 +265,7 @@ class EpisodeFinetuner:
                 return torch.einsum("gqd,gnd->gqn", zq, F.normalize(head, dim=-1)).argmax(-1), zq
 
         failed = torch.zeros(g, dtype=torch.bool, device=dev)
-        curve, at_steps = [], {}
+        curve, at_steps, overflow = [], {}, ""
         if cfg.steps == 0:
             with torch.no_grad():
                 loss_before = batch_loss(0)
@@ -268,12 +282,16 @@ class EpisodeFinetuner:
                 loss = torch.where(bad, torch.zeros_like(loss), loss)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
-            opt.step()
+            overflow = optimizer_step(opt)
+            if overflow:  # every episode of the group took the step
+                failed[:] = True
+                break
         with torch.no_grad():
             loss_after = batch_loss(0)
         pred, zq = predict()
         failed |= ~torch.isfinite(loss_after)
-        return self._results(pred, query.shape[1], failed, "non-finite loss during fine-tuning",
+        return self._results(pred, query.shape[1], failed,
+                             overflow or "non-finite loss during fine-tuning",
                              loss_before, loss_after, curve, t0,
                              zq if keep_embeddings else None,
                              self._step_accuracy(cfg, at_steps, pred, query.shape[1], failed))
@@ -363,7 +381,7 @@ class EpisodeFinetuner:
             with torch.no_grad():
                 return torch.einsum("gqd,gnd->gqn", zq, weight).argmax(-1)
 
-        curve, at_steps = [], {}
+        curve, at_steps, overflow = [], {}, ""
         with torch.no_grad():
             loss_before = batch_loss(0)
         for step in range(cfg.steps):
@@ -373,11 +391,13 @@ class EpisodeFinetuner:
             curve.append(loss.detach())
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
-            opt.step()
+            overflow = optimizer_step(opt)
+            if overflow:
+                break
         with torch.no_grad():
             loss_after = batch_loss(0)
-        pred, failed = predict(), ~torch.isfinite(loss_after)
-        return self._results(pred, query.shape[1], failed, "non-finite loss",
+        pred, failed = predict(), ~torch.isfinite(loss_after) | bool(overflow)
+        return self._results(pred, query.shape[1], failed, overflow or "non-finite loss",
                              loss_before, loss_after, curve, t0, zq if keep_embeddings else None,
                              self._step_accuracy(cfg, at_steps, pred, query.shape[1], failed))
 

@@ -38,10 +38,12 @@ from tqdm.auto import tqdm
 
 from .backbones import backbone_data_config, create_backbone, default_input_size
 from .bank import augmented_views, interpolation_mode
-from .config import MAX_IMAGE_SIZE, MAX_STEPS, SCHANE_FORM, check_split_ratios
+from .config import (MAX_IMAGE_SIZE, MAX_STEPS, SCHANE_FORM, check_float32_step,
+                     check_split_ratios)
 from .data import create_dataset
 from .errors import BenchError, RunFailed
 from .fileio import atomic_open, file_sha256, folder_lock, write_atomic
+from .finetune import optimizer_step
 from .losses import combined_loss
 from .results import own_folder_record
 from .runner import environment_record, resolve_device
@@ -139,6 +141,9 @@ class FullFinetuneConfig:
             bad(f"--lr must be positive (got {self.lr}).")
         if self.weight_decay < 0:
             bad(f"--weight-decay must be >= 0 (got {self.weight_decay}).")
+        # the head learns at HEAD_LR_FACTOR x lr, with AdamW
+        check_float32_step(self.lr, self.weight_decay, "adamw", "1e-4 is the default.",
+                           lr_factor=HEAD_LR_FACTOR)
         if self.head not in HEADS:
             bad(f"Unknown --head '{self.head}'. Use cosine or linear.")
         if self.logit_scale <= 0:
@@ -490,7 +495,11 @@ def _train(cfg, model, data, train_ids, holdout_ids, size, interp, data_cfg, dev
                             "nothing was saved. Lower --lr (or raise --tau) and run again.")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        overflow = optimizer_step(opt)
+        if overflow:
+            bar.close()
+            raise RunFailed(f"the training stopped at step {step + 1}: {overflow}; nothing was "
+                            "saved. Lower --lr (or --weight-decay) and run again.")
         sched.step()
         losses.append(loss.detach())
         train_seconds += time.perf_counter() - t0

@@ -297,3 +297,15 @@ def test_eval_steps_linear_probe(setup):
         short = engine.linear_probe(setup.support[ids], setup.query[ids], ids, SEED,
                                     replace(cfg, steps=s))
         np.testing.assert_array_equal(long.step_accuracy[:, j], short.accuracy)
+
+
+def test_an_lr_that_overflows_the_optimiser_fails_every_episode(setup):
+    """Adam's first step is 10 x lr: above float32's largest, torch raises mid-step; the
+    engine records that as failed episodes, not a traceback (bench run refuses such lrs)."""
+    engine = setup.engine("norm")
+    for train in (engine.finetune, engine.linear_probe):
+        ids = np.arange(3)
+        res = train(setup.support[ids], setup.query[ids], ids, SEED,
+                    FinetuneConfig(lam=0.0, steps=2, lr=1e38))
+        assert res.failed.all() and np.isnan(res.accuracy).all()
+        assert all("overflowed float32" in r for r in res.reason), res.reason

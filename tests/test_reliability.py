@@ -73,3 +73,28 @@ def test_a_stale_lock_file_is_not_content_and_does_not_block(tiny, tmp_path):
     with folder_lock(out):
         assert (out / LOCK).read_text() == f"{os.getpid()}\n"
     assert not (out / LOCK).exists()
+
+
+# -- 2. a finite learning rate that overflows float32 in the optimiser --------------------
+
+
+@pytest.mark.parametrize("args, words", [
+    (["run", "--lr", "1e38"], "--lr 1e+38 is too large"),
+    (["run", "--lr", "1e38", "--optimizer", "sgd", "--weight-decay", "1e39"],
+     "--weight-decay 1e+39 is larger than the largest float32"),
+    (["sweep", "--param", "lr=0.001,1e38"], "Grid point lr=1e+38: --lr 1e+38 is too large"),
+    (["finetune", "--lr", "1e37"], "--lr 1e+37 is too large"),  # its head learns at 10 x lr
+])
+def test_an_overflowing_lr_is_refused_before_any_work(tmp_path, args, words):
+    out = tmp_path / "out"
+    result = invoke([*args, "--out", str(out), "--episodes-dir" if args[0] != "finetune"
+                     else "--data-root", str(tmp_path / "eps")], tmp_path)
+    assert_refused(result, words)
+    assert not out.exists() and not (tmp_path / "eps").exists()
+
+
+def test_the_largest_usable_lr_passes_validation():
+    from fewshot_bench.config import RunConfig
+
+    RunConfig(lr=3.4e37).validate()  # Adam's first step, 10 x lr, just fits
+    RunConfig(lr=3.4e38, optimizer="sgd").validate()
