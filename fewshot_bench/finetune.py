@@ -108,6 +108,18 @@ def optimizer_step(opt: torch.optim.Optimizer) -> str:
     return ""
 
 
+def finite_episodes(*tensors: Tensor) -> Tensor:
+    """bool [G]: whether every value of each episode (leading dimension) of each tensor is
+    finite. An argmax over NaN scores picks a class anyway, so it must not count as a result."""
+    return torch.stack([torch.isfinite(t).flatten(1).all(1) for t in tensors]).all(0)
+
+
+def first_reasons(*causes: tuple[Tensor, str]) -> list[str]:
+    """Per episode, the reason of the first (failed mask [G], reason) cause that holds, else ""."""
+    masks = [(m.cpu().numpy(), why) for m, why in causes]
+    return [next((why for m, why in masks if m[i]), "") for i in range(len(masks[0][0]))]
+
+
 class EpisodeFinetuner:
     """Fine-tunes groups of episodes on a feature bank.
 
@@ -196,12 +208,16 @@ class EpisodeFinetuner:
     def protonet(self, support: Tensor, query: Tensor, support_mask: Tensor | None = None,
                  *, per_class: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Nearest class mean of the frozen pretrained embeddings (cosine): no training.
-        Accuracy per episode [G] (with `per_class`: also per class, [G, N])."""
+        Accuracy per episode [G] (with `per_class`: also per class, [G, N]); NaN for an
+        episode whose embeddings, and so scores, are not finite (no result)."""
         protos = self.prototypes(support, support_mask)
         zq = self.clean_embeddings[query]
-        pred = torch.einsum("gqd,gnd->gqn", zq, protos).argmax(-1)
-        acc = self._accuracy(pred, query.shape[1])
-        return (acc, self._class_accuracy(pred)) if per_class else acc
+        scores = torch.einsum("gqd,gnd->gqn", zq, protos)
+        pred = scores.argmax(-1)
+        bad = (~finite_episodes(scores)).cpu().numpy()
+        acc, class_acc = self._accuracy(pred, query.shape[1]), self._class_accuracy(pred)
+        acc[bad], class_acc[bad] = np.nan, np.nan
+        return (acc, class_acc) if per_class else acc
 
     def _accuracy(self, pred: Tensor, n_query: int) -> np.ndarray:
         q_labels = torch.arange(self.ways, device=pred.device).repeat_interleave(n_query // self.ways)
@@ -289,10 +305,11 @@ class EpisodeFinetuner:
         with torch.no_grad():
             loss_after = batch_loss(0)
         pred, zq = predict()
-        failed |= ~torch.isfinite(loss_after)
-        return self._results(pred, query.shape[1], failed,
-                             overflow or "non-finite loss during fine-tuning",
-                             loss_before, loss_after, curve, t0,
+        reasons = first_reasons(
+            (failed | ~torch.isfinite(loss_after), overflow or "non-finite loss during fine-tuning"),
+            (~finite_episodes(zq), "non-finite embeddings"))  # e.g. a NaN query image
+        failed = torch.tensor([bool(r) for r in reasons])
+        return self._results(pred, query.shape[1], reasons, loss_before, loss_after, curve, t0,
                              zq if keep_embeddings else None,
                              self._step_accuracy(cfg, at_steps, pred, query.shape[1], failed))
 
@@ -315,12 +332,13 @@ class EpisodeFinetuner:
         acc[failed.cpu().numpy()] = np.nan
         return acc
 
-    def _results(self, pred: Tensor, n_query: int, failed: Tensor, why: str, loss_before: Tensor,
+    def _results(self, pred: Tensor, n_query: int, reasons: list[str], loss_before: Tensor,
                  loss_after: Tensor, curve: list[Tensor], t0: float,
                  query_embeddings: Tensor | None,
                  step_accuracy: np.ndarray | None = None) -> EpisodeResults:
-        """Per-episode results of a group; failed episodes get NaN accuracies and `why`."""
-        failed_np = failed.cpu().numpy()
+        """Per-episode results of a group; an episode with a failure reason gets NaN
+        accuracies."""
+        failed_np = np.array([bool(r) for r in reasons], dtype=bool)
         acc, class_acc = self._accuracy(pred, n_query), self._class_accuracy(pred)
         acc[failed_np] = np.nan
         class_acc[failed_np] = np.nan
@@ -328,7 +346,7 @@ class EpisodeFinetuner:
                     else np.zeros((len(failed_np), 0)))
         return EpisodeResults(acc, loss_before.cpu().numpy().astype(np.float64),
                               loss_after.cpu().numpy().astype(np.float64), failed_np,
-                              [why if f else "" for f in failed_np], time.perf_counter() - t0,
+                              list(reasons), time.perf_counter() - t0,
                               curve_np,
                               None if query_embeddings is None else query_embeddings.cpu().numpy(),
                               class_acc, step_accuracy)
@@ -396,9 +414,13 @@ class EpisodeFinetuner:
                 break
         with torch.no_grad():
             loss_after = batch_loss(0)
-        pred, failed = predict(), ~torch.isfinite(loss_after) | bool(overflow)
-        return self._results(pred, query.shape[1], failed, overflow or "non-finite loss",
-                             loss_before, loss_after, curve, t0, zq if keep_embeddings else None,
+        pred = predict()
+        reasons = first_reasons(  # NaN features make the loss NaN too: name the cause
+            (~finite_episodes(view_z[support], zq), "non-finite embeddings"),
+            (~torch.isfinite(loss_after) | bool(overflow), overflow or "non-finite loss"))
+        failed = torch.tensor([bool(r) for r in reasons])
+        return self._results(pred, query.shape[1], reasons, loss_before, loss_after, curve, t0,
+                             zq if keep_embeddings else None,
                              self._step_accuracy(cfg, at_steps, pred, query.shape[1], failed))
 
     # -- logistic regression (the authors' and RFS's evaluation) --------------------

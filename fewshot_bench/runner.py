@@ -582,7 +582,9 @@ def _run_window(cfg, engine, support, query, pending, ids, mask=None,
             t0 = time.perf_counter()
             acc, class_acc = engine.protonet(s, q, m, per_class=True)
             sec = (time.perf_counter() - t0) / len(ids)
-            new = [_row(e, method, acc[i], None, None, sec, "") for i, e in enumerate(ids)]
+            new = [_row(e, method, acc[i], None, None, sec,
+                        "non-finite embeddings" if np.isnan(acc[i]) else "")
+                   for i, e in enumerate(ids)]
         elif method == "logreg":
             t0 = time.perf_counter()
             acc, class_acc, reasons = engine.logreg(s, q, views=cfg.views, C=cfg.logreg_c,

@@ -309,3 +309,42 @@ def test_an_lr_that_overflows_the_optimiser_fails_every_episode(setup):
                     FinetuneConfig(lam=0.0, steps=2, lr=1e38))
         assert res.failed.all() and np.isnan(res.accuracy).all()
         assert all("overflowed float32" in r for r in res.reason), res.reason
+
+
+def _nan_engine(setup, tune: str = "norm"):
+    """An engine whose bank has one more row, all NaN (a broken image), and its index."""
+    clean = setup.engine(tune)
+    nan_bank = torch.cat([clean.bank, torch.full_like(clean.bank[:1], float("nan"))])
+    return EpisodeFinetuner(clean.split, nan_bank, ways=WAYS, shots=SHOTS), len(clean.bank)
+
+
+def test_nan_embeddings_fail_their_episode_in_every_method(setup):
+    """An argmax over NaN scores picks a class anyway: protonet, linear-probe and a trained
+    method given a NaN image must report the episode failed, not score it."""
+    import pandas as pd
+
+    from fewshot_bench import analysis
+    from fewshot_bench.config import RunConfig
+    from fewshot_bench.runner import _run_window
+
+    engine, nan_row = _nan_engine(setup)
+    ids = np.arange(3)
+    support, query = setup.support[ids].clone(), setup.query[ids].clone()
+    support[1, 0] = nan_row  # episode 1: a NaN support image
+    query[2, 0] = nan_row  # episode 2: a NaN query image (the loss stays finite)
+    acc = engine.protonet(support, query)
+    assert np.isnan(acc[1:]).all() and not np.isnan(acc[0])
+    cfg = FinetuneConfig(lam=0.9, steps=2, views=2)
+    for train in (engine.linear_probe, engine.finetune):
+        res = train(support, query, ids, SEED, cfg)
+        np.testing.assert_array_equal(res.failed, [False, True, True])
+        assert res.reason[2] == "non-finite embeddings", res.reason
+    assert engine.linear_probe(support, query, ids, SEED, cfg).reason[1] == "non-finite embeddings"
+
+    run_cfg = RunConfig(methods=("protonet", "ce"), ways=WAYS, shots=SHOTS, steps=2).validate()
+    support[0, 0] = nan_row  # now every episode
+    rows = _run_window(run_cfg, engine, support, query, {m: ids for m in run_cfg.methods}, ids)
+    assert {(r["status"], r["accuracy"]) for r in rows} == {("failed", None)}
+    assert {r["reason"] for r in rows if r["method"] == "protonet"} == {"non-finite embeddings"}
+    summary = analysis.method_summary(pd.DataFrame(rows))
+    assert list(summary["accuracy"]) == ["n/a", "n/a"] and list(summary["failed"]) == [3, 3]
