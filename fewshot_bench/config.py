@@ -149,6 +149,8 @@ class RunConfig:
             bad(f"--queries must be at least 1 (got {self.queries}).")
         if self.episodes < 1:
             bad(f"--episodes must be at least 1 (got {self.episodes}).")
+        if self.seed < 0:
+            bad(f"--seed must be 0 or more (got {self.seed}).")
         if self.episodes > MAX_EPISODES:
             bad(f"--episodes must be at most {MAX_EPISODES} (got {self.episodes}); 600 to 2000 "
                 "give confidence intervals well under a point.")

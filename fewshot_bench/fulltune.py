@@ -156,6 +156,8 @@ class FullFinetuneConfig:
             bad(f"--epochs must be at most {MAX_EPOCHS} (got {self.epochs}).")
         if self.steps is not None and self.steps > MAX_STEPS:
             bad(f"--steps must be at most {MAX_STEPS} (got {self.steps}).")
+        if self.seed < 0:
+            bad(f"--seed must be 0 or more (got {self.seed}).")
         if self.device not in DEVICES:
             bad(f"Unknown --device '{self.device}'. Use auto, cpu or cuda.")
         return self
@@ -310,13 +312,14 @@ def default_out_dir(cfg: FullFinetuneConfig) -> Path:
 
 
 def _check_out(cfg: FullFinetuneConfig, out: Path) -> dict | None:
-    """The finished record when `out` holds this very fine-tune; None for a new, empty or
-    interrupted-same-settings folder. Anything else is refused before any work."""
+    """The finished record when `out` holds this very fine-tune; None for a new or empty
+    folder, or one whose fine-tune never finished (stopped or failed: it saved no weights,
+    so it is replaced, whatever its settings). Anything else is refused before any work."""
     fix = ("Choose another --out, or leave --out out for a new time-stamped folder under "
            "results/finetune/.")
     previous = own_folder_record(out, RECORD, KIND, "bench finetune", fix,
                                  {"config": dict, "weights": dict})
-    if previous is None:
+    if previous is None or not previous.get("finished"):
         return None
     before = previous["config"]
     now = cfg.to_dict()
@@ -328,14 +331,12 @@ def _check_out(cfg: FullFinetuneConfig, out: Path) -> dict | None:
             "overwritten. Choose another --out for the new settings, or delete the folder to "
             "replace it.")
     weights = out / WEIGHTS
-    if previous.get("finished"):
-        if not weights.is_file() or file_sha256(weights) != previous.get("weights", {}).get("sha256"):
-            raise BenchError(
-                f"{weights} is missing or does not match the sha256 in {out / RECORD}: it was "
-                "changed after the fine-tune. Delete the folder to fine-tune again, or choose "
-                "another --out.")
-        return previous
-    return None  # interrupted with the same settings: start over in the same folder
+    if not weights.is_file() or file_sha256(weights) != previous.get("weights", {}).get("sha256"):
+        raise BenchError(
+            f"{weights} is missing or does not match the sha256 in {out / RECORD}: it was "
+            "changed after the fine-tune. Delete the folder to fine-tune again, or choose "
+            "another --out.")
+    return previous
 
 
 def _write_record(out: Path, record: dict) -> None:
@@ -368,6 +369,9 @@ def _finetune_full(cfg: FullFinetuneConfig, progress: bool, echo: Callable[[str]
     if ours:
         held.enter_context(folder_lock(out))
         previous = _check_out(cfg, out)
+        if previous is None:
+            echo(f"{out} holds a fine-tune that never finished (no weights were saved); "
+                 "it is replaced.")
 
     data = create_dataset(cfg.dataset, cfg.split, cfg.data_root, split_ratios=cfg.split_ratios,
                           image_size=cfg.image_size or default_input_size(cfg.backbone))

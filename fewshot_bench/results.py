@@ -87,7 +87,8 @@ def check_output_dir(cfg: RunConfig, out: Path) -> dict | None:
     """Refuse an unusable results folder before any work, creating nothing.
 
     Returns the previous run record when `out` holds a stopped run with the same settings
-    (the run then resumes), None for a new or empty folder.
+    (the run then resumes), None for a new or empty folder, or one whose run stopped before
+    its first result (a failed attempt, replaced whatever its settings).
     """
     if out.exists() and not out.is_dir():
         raise BenchError(f"--out {out} is a file, not a folder. Pass a new or empty folder.")
@@ -102,6 +103,8 @@ def check_output_dir(cfg: RunConfig, out: Path) -> dict | None:
     now = cfg.to_dict()
     before = {**BEFORE_ADDED, **previous["config"]}
     differing = [k for k in now if k not in RESUME_FREE and before.get(k) != now[k]]
+    if differing and not has_results(out):
+        return None  # nothing to keep: the corrected command starts it afresh
     if differing:
         changes = "; ".join(f"{k}: {before.get(k)!r} then, {now[k]!r} now" for k in differing)
         if "compile" in differing and not before["compile"]:
@@ -113,6 +116,11 @@ def check_output_dir(cfg: RunConfig, out: Path) -> dict | None:
                          f"({changes}). Rerun with the original settings to resume, or choose "
                          "another --out for a new run.")
     return previous
+
+
+def has_results(folder: Path) -> bool:
+    """Whether any result row log in `folder` (or below it) has something in it."""
+    return any(p.stat().st_size for p in Path(folder).rglob(ROWS) if p.is_file())
 
 
 def own_folder_record(out: Path, record: str, kind: str, command: str, fix: str,

@@ -38,7 +38,8 @@ from .config import CONTRASTIVE, METHODS, RunConfig
 from .episodes import make_episodes_dir
 from .errors import BenchError
 from .fileio import folder_entries, folder_lock, write_atomic
-from .results import RECORD, RESUME_FREE, check_output_dir, read_object, read_record
+from .results import (RECORD, RESUME_FREE, check_output_dir, has_results, read_object,
+                      read_record)
 
 __all__ = ["PARAMS", "parse_params", "grid_points", "plan_sweep", "choose", "select_point",
            "run_sweep", "SweepPlan", "SweepResult"]
@@ -446,7 +447,8 @@ def _sweep_record(cfg: RunConfig, plan: SweepPlan, select_on: str | None, target
 
 def _check_sweep_dir(out: Path, record: dict) -> dict | None:
     """The previous sweep record when `out` holds the same sweep; BenchError when it holds
-    another sweep or something else; None for a new or empty folder."""
+    another sweep or something else; None for a new or empty folder, or a sweep that
+    stopped before its first result (replaced, whatever its grid and settings)."""
     if out.exists() and not out.is_dir():
         raise BenchError(f"--out {out} is a file, not a folder. Pass a new or empty folder.")
     if not out.is_dir() or not folder_entries(out):
@@ -466,6 +468,8 @@ def _check_sweep_dir(out: Path, record: dict) -> dict | None:
     now_cfg = record["config"]
     changes += [f"{k}: {before_cfg.get(k)!r} then, {now_cfg[k]!r} now" for k in now_cfg
                 if k not in RESUME_FREE and json.dumps(before_cfg.get(k)) != json.dumps(now_cfg[k])]
+    if changes and not has_results(out):
+        return None  # a failed attempt: nothing to keep
     if changes:
         raise BenchError(f"Cannot resume the sweep in {out}: it was started with another grid "
                          f"or other settings ({'; '.join(changes)}). Rerun the original command "

@@ -98,3 +98,56 @@ def test_the_largest_usable_lr_passes_validation():
 
     RunConfig(lr=3.4e37).validate()  # Adam's first step, 10 x lr, just fits
     RunConfig(lr=3.4e38, optimizer="sgd").validate()
+
+
+# -- 4. a refused command writes nothing; a failed attempt is replaced --------------------
+
+
+def _sweep(tiny, tmp_path: Path, *extra: str):
+    args = ["sweep", *tiny.args(tmp_path / "eps", tmp_path / "sweep")[1:], "--methods",
+            "schane", "--param", "lambda=0.5", "--no-figures", *extra]
+    return invoke(args, tmp_path)
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--ways", "100"], "--ways 100 needs 100 classes"),
+    (["--seed", "-1"], "--seed must be 0 or more"),
+    (["--backbone", "no-such-net"], "no-such-net"),
+    (["--device", "cuda"], "--device cuda"),
+])
+def test_a_refused_sweep_leaves_no_sweep_folder(tiny, tmp_path, extra, words):
+    import torch
+
+    if extra == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert_refused(_sweep(tiny, tmp_path, *extra), words)
+    assert not (tmp_path / "sweep").exists()  # so the corrected command is not refused
+
+
+def test_the_corrected_sweep_runs_in_the_folder_of_a_refused_one(tiny, tmp_path):
+    assert_refused(_sweep(tiny, tmp_path, "--ways", "100"))
+    result = _sweep(tiny, tmp_path, "--ways", "5")
+    assert result.exit_code == 0, explain(result)
+    assert (tmp_path / "sweep" / "sweep.json").is_file()
+
+
+def test_a_run_that_stopped_before_its_first_result_is_replaced(tiny, tmp_path):
+    out = _stopped_run(tiny, tmp_path)
+    other = tiny.config(tmp_path / "eps", out, lr=0.01).validate()
+    with pytest.raises(Exception, match="lr: 0.001 then, 0.01 now"):
+        check_output_dir(other, out)  # it holds a result: kept
+    (out / "episodes.jsonl").write_text("")
+    assert check_output_dir(other, out) is None  # nothing to keep: started afresh
+
+
+def test_a_failed_finetune_is_replaced_by_the_corrected_command(tmp_path):
+    out = tmp_path / "ft"
+    failed = invoke(["finetune", "--out", str(out), "--lr", "1e30", *FT_TINY], tmp_path)
+    assert failed.exit_code == 1, explain(failed)
+    assert "nothing was saved" in failed.stderr and "Traceback" not in failed.output
+    assert not (out / "weights.pth").exists()
+    result = invoke(["finetune", "--out", str(out), "--lr", "1e-4", *FT_TINY], tmp_path)
+    assert result.exit_code == 0, explain(result)
+    assert "never finished" in result.stderr
+    record = json.loads((out / "finetune.json").read_text())
+    assert record["finished"] and record["config"]["lr"] == 1e-4

@@ -161,6 +161,7 @@ def test_resume_with_other_settings_names_them(tmp_path):
     out.mkdir()
     before = RunConfig(steps=50, lr=0.01, out=str(out)).to_dict()
     (out / "run.json").write_text(json.dumps({"config": before}))
+    (out / "episodes.jsonl").write_text(_jsonl([ROW]))  # a result (else it is replaced)
     with pytest.raises(BenchError) as err:
         check_output_dir(RunConfig(steps=20, lr=0.01, tau=0.25, out=str(out)), out)
     assert "steps: 50 then, 20 now" in str(err.value) and "tau" in str(err.value)
