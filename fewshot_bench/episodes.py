@@ -61,12 +61,17 @@ class EpisodeSpec:
     def key(self) -> str:
         """File name stem, e.g. ``emoji-test-5w1s15q-600e-seed0-grouped``
         (imbalanced: ``emoji-test-5wuniform1-5s15q-600e-seed0-grouped``; without groups
-        the suffix is left out)."""
+        the suffix is left out). A name with other characters (folder:PATH) has them
+        replaced by "_" and a short hash of the exact name appended, so that two data sets
+        whose names differ only there ("col a", "col_a") get different files."""
         shots = parse_shots_dist(self.shots_dist).slug if self.shots_dist else self.shots
         name = f"{self.dataset}-{self.split}-{self.ways}w{shots}s{self.queries}q-{self.episodes}e-seed{self.seed}"
         name += "-grouped" if self.grouped else ""
-        # Data set names come from a registry, but never let one escape the directory.
-        return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+        # never let a data set name escape the directory
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+        if safe != name:  # names that need no change keep them: stored files stay valid
+            safe += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+        return safe
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -522,9 +527,13 @@ def get_or_create_episodes(
     if path.exists():
         es = load_episodes(path)
         if es.spec != spec:
+            held, wanted = es.spec.to_dict(), spec.to_dict()
+            diff = "; ".join(f"{k}: {held.get(k)!r} in the file, {wanted.get(k)!r} now"
+                             for k in {**held, **wanted} if held.get(k) != wanted.get(k))
             raise BenchError(
-                f"The episode file {path} holds {es.spec.key}, not {spec.key}: it was renamed or copied. "
-                "Delete it to resample."
+                f"The episode file {path} holds the episodes of other settings ({diff}), so "
+                "it was renamed or copied from another file. Move it aside (or delete it) to "
+                "sample the episodes of these settings."
             )
         if es.data_fingerprint != data_fingerprint:
             raise BenchError(

@@ -293,3 +293,21 @@ def test_episode_set_rejects_wrong_shapes():
     s = spec(episodes=2)
     with pytest.raises(ValueError):
         EpisodeSet(s, FP, np.zeros((2, 5)), np.zeros((2, 9)), np.zeros((2, 15)))
+
+
+def test_data_set_names_that_sanitise_alike_get_different_files(tmp_path):
+    """folder:/x/col a and folder:/x/col_a must not share (and refuse) one episode file."""
+    a, b = spec(dataset="folder:/x/col a"), spec(dataset="folder:/x/col_a")
+    assert a.key != b.key and "/" not in a.key and " " not in a.key
+    assert a.key.startswith("folder__x_col_a-test-5w2s3q-200e-seed0-")
+    assert spec().key == "emoji-test-5w2s3q-200e-seed0"  # stored files keep their names
+    get_or_create_episodes(make_labels(), a, FP, tmp_path)
+    _, path, created = get_or_create_episodes(make_labels(), b, FP, tmp_path)
+    assert created and len(list(tmp_path.iterdir())) == 2
+
+
+def test_a_copied_episode_file_names_the_differing_settings(tmp_path):
+    path = save_episodes(sample_episodes(make_labels(), spec(seed=1), FP), tmp_path)
+    path.rename(tmp_path / f"{spec().key}.npz")
+    with pytest.raises(BenchError, match="seed: 1 in the file, 0 now"):
+        get_or_create_episodes(make_labels(), spec(), FP, tmp_path)
