@@ -370,6 +370,31 @@ def _check_protocol(base_setting: dict, now_setting: dict, base_file: Path, run_
     return changed
 
 
+def _verify_episode_file(record: dict, run_dir: Path) -> list[str]:
+    """Hash the episode file `record` (run.json) names and compare it with the content hash
+    run.json records: BenchError when they differ or the file is damaged; a note when the
+    file is not here (the pairing then rests on run.json alone)."""
+    from .episodes import load_episodes
+
+    episodes = record.get("episodes") or {}
+    file, recorded = episodes.get("file"), episodes.get("content_hash")
+    if not file or not Path(file).is_file():
+        return [f"episode file {file} not found here: the pairing rests on the content hash "
+                f"in {run_dir / 'run.json'}."]
+    try:
+        actual = load_episodes(file).content_hash
+    except BenchError as exc:
+        raise BenchError(f"bench check pairs the run {run_dir} with the baseline on its "
+                         f"episode file, which is damaged: {exc}") from None
+    if actual != recorded:
+        raise BenchError(f"The episode file {file} of the run {run_dir} hashes to "
+                         f"{actual[:12]}..., but its run.json records {str(recorded)[:12]}...: "
+                         "the file or run.json changed after the run, so the pairing with the "
+                         "baseline cannot be trusted. Restore the episode file the run used "
+                         "(or rerun the run on the current one), then check again.")
+    return []
+
+
 def check_run(run_dir: str | Path, baseline_file: str | Path, alpha: float = 0.01,
               min_drop: float = 1.0, confidence: float = 0.95) -> CheckResult:
     """Test every baseline method of the run in `run_dir` for a drop against the baseline.
@@ -399,6 +424,8 @@ def check_run(run_dir: str | Path, baseline_file: str | Path, alpha: float = 0.0
     paired = bool(base_setting.get("episodes_hash")) and \
         base_setting.get("episodes_hash") == now_setting.get("episodes_hash")
     notes = []
+    if paired:  # the pairing stands on the episode file: hash it, do not trust run.json
+        notes += _verify_episode_file(run.record, run.path)
     extra = [m for m in run_methods if m not in base["methods"]]
     if extra:
         notes.append(f"not in the baseline, not checked: {', '.join(extra)}.")

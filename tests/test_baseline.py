@@ -387,3 +387,29 @@ def test_baseline_round_trip_and_overwrite(tmp_path):
     create_baseline(run, file)  # overwriting is allowed (regenerating the baseline)
     assert load_baseline(file)["methods"] == first["methods"]
     shutil.rmtree(tmp_path / "deep")
+
+
+def test_check_rehashes_the_episode_file_instead_of_trusting_run_json(tmp_path):
+    from fewshot_bench.episodes import EpisodeSpec, sample_episodes, save_episodes
+
+    labels = np.repeat(np.arange(10), 20)
+    spec = EpisodeSpec("emoji", "test", 5, 1, 15, 30, 0)
+    es = sample_episodes(labels, spec, "fake")
+    file = save_episodes(es, tmp_path / "eps")
+    acc = {"ce": accuracies(30, 0.6, 1)}
+    run, baseline = _pair(tmp_path, acc, acc)
+    for r in (run, tmp_path / "base"):
+        record = json.loads((r / "run.json").read_text())
+        record["episodes"].update(file=str(file), content_hash=es.content_hash)
+        (r / "run.json").write_text(json.dumps(record))
+    create_baseline(tmp_path / "base", baseline)
+    assert check_run(run, baseline).passed
+    # other episodes (a consistent file) under the same name: not what the run scored
+    other = sample_episodes(labels, EpisodeSpec("emoji", "test", 5, 1, 15, 30, 1), "fake")
+    save_episodes(other, tmp_path / "other").rename(file)
+    result = invoke(["check", str(run), "--baseline", str(baseline)])
+    assert result.exit_code == 2, explain(result)
+    assert str(file) in result.stderr and "cannot be trusted" in result.stderr
+    file.write_bytes(file.read_bytes()[:100])  # damaged
+    with pytest.raises(BenchError, match="which is damaged"):
+        check_run(run, baseline)
