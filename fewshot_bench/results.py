@@ -3,10 +3,13 @@
 `episodes.jsonl` is an append-only log: each finished group of episodes is appended,
 flushed and fsynced, so a run killed at any moment (even by SIGKILL) leaves at worst a torn
 last line, which `read_rows` detects and drops. Everything else is written atomically.
+Each row carries a checksum (`CHECK`), so a row edited by hand is refused on resume or
+report instead of entering the summary.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -33,6 +36,11 @@ BEFORE_ADDED = {"compile": False, "groups": "none", "schane_form": "perpos", "lo
 RECORD_FIELDS = {"config": dict, "episodes": dict, "data": dict, "backbone": dict,
                  "hardware": dict, "timing": dict, "resumed": list, "started": str,
                  "finished": str}
+# A row's checksum field: the first 16 hex digits of the sha256 of the row's canonical JSON
+# without it and without its wall time (two runs with the same results have the same
+# checksums). Rows without one (runs written before it) are accepted as they are.
+CHECK = "check"
+_UNCHECKED = {CHECK, "seconds"}
 _DAMAGED_RUN = ("It was edited or is not from `bench run`: restore it, or move the run "
                 "folder aside and run again.")
 
@@ -194,6 +202,9 @@ def read_rows(path: Path, warn: Callable[[str], None] | None = None, *,
             key = None if problem else (row["episode"], row["method"])
             if key in seen:
                 problem = (f"it repeats episode {key[0]} of {key[1]} from line {seen[key]}")
+            elif not problem and CHECK in row and row[CHECK] != row_checksum(row):
+                problem = ("it was edited after the run wrote it (its checksum does not "
+                           "match its values)")
             if problem:
                 raise BenchError(f"{path} line {line_no} is damaged: {problem}. Delete that "
                                  "line (a resume recomputes it), or move the run folder "
@@ -208,6 +219,19 @@ def read_rows(path: Path, warn: Callable[[str], None] | None = None, *,
     return rows
 
 
+def row_checksum(row: dict) -> str:
+    """The checksum of a result row (see `CHECK`)."""
+    body = {k: v for k, v in row.items() if k not in _UNCHECKED}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _lines(rows: list[dict]) -> str:
+    """The log lines of `rows`, each given its checksum (in place: callers keep the rows)."""
+    for r in rows:
+        r[CHECK] = row_checksum(r)
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
 class RowLog:
     """Appends result rows to episodes.jsonl, durably, one group at a time."""
 
@@ -215,7 +239,7 @@ class RowLog:
         self._file = open(path, "a")
 
     def append(self, rows: list[dict]) -> None:
-        self._file.write("".join(json.dumps(r) + "\n" for r in rows))
+        self._file.write(_lines(rows))
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -226,7 +250,7 @@ class RowLog:
 def write_rows(path: Path, rows: list[dict]) -> None:
     """Rewrite the log in canonical order (episode, then method order), atomically, so an
     interrupted-and-resumed run ends with the same file as an uninterrupted one."""
-    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+    write_atomic(path, _lines(rows))
 
 
 def write_record(out: Path, record: dict) -> None:

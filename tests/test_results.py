@@ -375,3 +375,23 @@ def test_resume_of_a_damaged_run_exits_2_and_changes_nothing(finished, tiny, tmp
     assert result.stderr.startswith("error: ") and "\n" not in result.stderr.strip()
     assert str(run) in result.stderr
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # run.json kept whole
+
+
+def test_a_hand_edited_result_row_is_refused_on_resume_naming_its_line(finished, tiny, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished / "run", run)
+    lines = (run / "episodes.jsonl").read_text().splitlines()
+    row = json.loads(lines[1])
+    assert row["check"]  # every row carries its checksum
+    row["accuracy"] = 1.0 if row["accuracy"] != 1.0 else 0.0  # still a valid accuracy
+    lines[1] = json.dumps(row)
+    (run / "episodes.jsonl").write_text("\n".join(lines) + "\n")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    result = CliRunner().invoke(main, tiny.args(finished / "eps", run))
+    assert result.exit_code == 2, result.output
+    assert "episodes.jsonl line 2 is damaged: it was edited" in result.stderr, result.stderr
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    # rows written before checksums existed have none, and are accepted as they are
+    lines[1] = json.dumps({k: v for k, v in row.items() if k != "check"})
+    (run / "episodes.jsonl").write_text("\n".join(lines) + "\n")
+    assert len(read_rows(run / "episodes.jsonl")) == len(lines)
