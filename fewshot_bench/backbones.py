@@ -142,7 +142,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = timm.models.load_state_dict(str(path), use_ema=True, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure means the file is unusable
-        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        if len(first_line) > 200:  # torch's unpickling errors run long: cut between words
+            first_line = first_line[:200].rsplit(" ", 1)[0] + " ..."
         raise BenchError(
             f"cannot read weights file {path}: it is corrupt, truncated or not a checkpoint "
             f"({type(exc).__name__}: {first_line}). Expected a state dict saved with "

@@ -440,6 +440,8 @@ def _finetune_full(cfg: FullFinetuneConfig, progress: bool, echo: Callable[[str]
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_open(weights_path, "wb") as f:
         torch.save(state, f)
+    for stale in out.glob(f".{WEIGHTS}.*.tmp"):  # left by a fine-tune killed mid-write
+        stale.unlink(missing_ok=True)
     sha = file_sha256(weights_path)
     images_per_s = total * cfg.batch_size / max(train_seconds, 1e-9)
     record.update(

@@ -146,8 +146,53 @@ def test_a_failed_finetune_is_replaced_by_the_corrected_command(tmp_path):
     assert failed.exit_code == 1, explain(failed)
     assert "nothing was saved" in failed.stderr and "Traceback" not in failed.output
     assert not (out / "weights.pth").exists()
+    (out / ".weights.pth.x1y2.tmp").write_bytes(b"half")  # as a kill mid-save leaves it
     result = invoke(["finetune", "--out", str(out), "--lr", "1e-4", *FT_TINY], tmp_path)
     assert result.exit_code == 0, explain(result)
     assert "never finished" in result.stderr
     record = json.loads((out / "finetune.json").read_text())
     assert record["finished"] and record["config"]["lr"] == 1e-4
+    assert sorted(os.listdir(out)) == ["finetune.json", "weights.pth"]  # the stale temp is gone
+
+
+# -- smaller points -----------------------------------------------------------------------
+
+
+def test_ctrl_c_while_the_cli_loads_is_one_line(monkeypatch, capsys):
+    import builtins
+    import sys
+
+    from fewshot_bench import __main__ as entry
+
+    real_import = builtins.__import__
+
+    def interrupted(name, *args, **kwargs):
+        if name == "cli" or name.endswith(".cli"):
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "fewshot_bench.cli", raising=False)
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    assert entry.main() == 130
+    assert capsys.readouterr().err == "interrupted while starting: nothing was done.\n"
+
+
+def test_an_unreadable_weights_file_gets_a_message_cut_between_words(tmp_path, monkeypatch):
+    import timm
+
+    from fewshot_bench.backbones import create_backbone
+    from fewshot_bench.errors import BenchError
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint\n")
+    words = " ".join(f"word{i}" for i in range(80))  # a long reader error, as torch's are
+
+    def fail(*args, **kwargs):
+        raise RuntimeError(words)
+
+    monkeypatch.setattr(timm.models, "load_state_dict", fail)
+    with pytest.raises(BenchError) as err:
+        create_backbone("tf_efficientnet_lite0", weights=text)
+    detail = str(err.value).split("RuntimeError: ", 1)[1].split(")", 1)[0]
+    kept = detail.removesuffix(" ...")
+    assert kept != detail and words.startswith(kept) and words[len(kept)] == " "  # whole words
