@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
@@ -20,7 +21,8 @@ def _methods(ctx, param, value: str) -> tuple[str, ...]:
 
 
 class BenchGroup(click.Group):
-    """Turns BenchError into a one-paragraph message and exit status 2 (no traceback)."""
+    """Turns BenchError (and a full disk) into a one-paragraph message and exit status 2,
+    no traceback."""
 
     def invoke(self, ctx):
         try:
@@ -30,6 +32,14 @@ class BenchGroup(click.Group):
                 raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2 if isinstance(exc, BenchError) else 1)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or ctx.meta.get("debug"):
+                raise
+            where = f" writing {exc.filename}" if exc.filename else ""
+            click.echo(f"error: the disk is full{where} ({exc.strerror}). Files written "
+                       "atomically are whole, and finished results are kept: free some space, "
+                       "then run the same command again (a run resumes).", err=True)
+            ctx.exit(2)
         except KeyboardInterrupt:
             if ctx.invoked_subcommand == "finetune":
                 click.echo("interrupted: no weights were saved; the same command starts the "

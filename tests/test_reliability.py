@@ -196,3 +196,16 @@ def test_an_unreadable_weights_file_gets_a_message_cut_between_words(tmp_path, m
     detail = str(err.value).split("RuntimeError: ", 1)[1].split(")", 1)[0]
     kept = detail.removesuffix(" ...")
     assert kept != detail and words.startswith(kept) and words[len(kept)] == " "  # whole words
+
+
+def test_a_full_disk_is_a_message_naming_the_path_and_exit_2(tmp_path, monkeypatch):
+    import errno
+
+    from fewshot_bench import baseline
+
+    def full(run_dir, out):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out))
+
+    monkeypatch.setattr(baseline, "create_baseline", full)
+    result = invoke(["baseline", str(tmp_path / "run"), "--out", str(tmp_path / "b.json")])
+    assert_refused(result, "the disk is full", str(tmp_path / "b.json"))
