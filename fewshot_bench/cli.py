@@ -116,7 +116,7 @@ def main(ctx: click.Context, debug: bool) -> None:
                    "(last stage), full (whole backbone).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
-@click.option("--episodes-dir", default=_DEFAULTS.episodes_dir, show_default=True,
+@click.option("--episodes-dir", default="episodes", show_default=True,
               help="Where episode files are stored and reused.")
 @click.option("--episode-batch", type=int, default=None,
               help="Episodes fine-tuned together [default: from memory]; never changes results.")

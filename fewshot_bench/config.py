@@ -194,7 +194,9 @@ class RunConfig:
     tune: str = "norm"
     # where and how
     device: str = "auto"
-    episodes_dir: str = "episodes"
+    # None: the committed episodes/ when it holds the file, else the user cache
+    # (episodes.default_episodes_dir); `bench run` passes its --episodes-dir, "episodes"
+    episodes_dir: str | None = None
     out: str | None = None
     episode_batch: int | None = None  # None: chosen from memory; never changes results
     compile: bool = True  # torch.compile the --tune norm step where it pays (fused.py)
