@@ -79,7 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="model, inputs, bank and training in float64: the agreement then "
                         "separates real differences from float32 rounding (which fine-tuning "
                         "`last` amplifies); its times are float64's, not the engine's")
-    p.add_argument("--episodes-dir", default=str(ROOT / d.episodes_dir),
+    p.add_argument("--episodes-dir", default=str(ROOT / "episodes"),
                    help="stored episodes (sampled and stored there if missing)")
     return p.parse_args(argv)
 

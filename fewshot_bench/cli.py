@@ -6,6 +6,7 @@ import errno
 import sys
 
 import click
+from click.core import ParameterSource
 
 from .config import LOGREG_SOLVERS, METHODS, OPTIMIZERS, TUNE_DEFAULTS, TUNE_MODES, RunConfig
 from .errors import BenchError, RunFailed
@@ -20,13 +21,41 @@ def _methods(ctx, param, value: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in value.split(",") if m.strip())
 
 
-class BenchGroup(click.Group):
+class _Summary:
+    """`bench --help` lists each command with the whole first sentence of its help; click
+    would cut it at the listing's width with "..." (the row wraps instead)."""
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return super().get_short_help_str(limit=10_000)
+
+
+class BenchCommand(_Summary, click.Command):
+    """A `bench` command (see _Summary)."""
+
+
+class BenchSubgroup(_Summary, click.Group):
+    """A group of `bench` commands such as `bench data` (see _Summary)."""
+
+    command_class = BenchCommand
+
+
+class BenchGroup(_Summary, click.Group):
     """Turns BenchError (and a full disk) into a one-paragraph message and exit status 2,
-    no traceback."""
+    no traceback; a subcommand's usage error (unknown option, missing file) reads the same
+    way."""
+
+    command_class = BenchCommand
+    group_class = BenchSubgroup
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:  # `bench data`: its help, as click shows it
+            raise
+        except click.UsageError as exc:  # raised while parsing a subcommand's arguments
+            where = exc.ctx.command_path if exc.ctx else "bench"
+            click.echo(f"error: {exc.format_message()} (`{where} -h` for help)", err=True)
+            ctx.exit(2)
         except (BenchError, RunFailed) as exc:
             if ctx.meta.get("debug"):
                 raise
@@ -54,33 +83,47 @@ _TUNE_LR = ", ".join(f"{m} {d['lr']:g}" for m, d in TUNE_DEFAULTS.items())
 _TUNE_STEPS = ", ".join(f"{m} {d['steps']}" for m, d in TUNE_DEFAULTS.items())
 
 
-@click.group(cls=BenchGroup)
-@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+def _set_debug(ctx: click.Context, _param, value: bool) -> None:
+    if value:  # ctx.meta is shared by the group's and the subcommands' contexts
+        ctx.meta["debug"] = True
+
+
+_DEBUG_HELP = "Show full tracebacks for errors."
+# `--debug` after a subcommand too (`bench run ... --debug`); added to every command below
+_DEBUG = click.Option(["--debug"], is_flag=True, expose_value=False, callback=_set_debug,
+                      help=_DEBUG_HELP)
+
+
+# -h too; subcommands inherit both; lines up to 100 columns where the terminal is that wide
+@click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                               "max_content_width": 100})
+@click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug, help=_DEBUG_HELP)
 @click.version_option(package_name="fewshot-bench")
-@click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main() -> None:
     """Paired few-shot fine-tuning benchmark: SCHaNe vs cross-entropy."""
-    ctx.meta["debug"] = debug
 
 
 @main.command()
 @click.option("--dataset", default=_DEFAULTS.dataset, show_default=True,
               help="emoji, cifar-fs, fc100, mini-imagenet, tiered-imagenet, cub, omniglot or "
                    "folder:PATH (see `bench data list`).")
-@click.option("--data-root", default=None,
+@click.option("--data-root", type=click.Path(), default=None,
               help="Folder holding the data sets [default: $FEWSHOT_DATA, else ~/data].")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=_DEFAULTS.split,
               show_default=True, help="Class split the episodes come from.")
 @click.option("--split-ratios", default=None, metavar="TRAIN:VAL:TEST",
               help=_SPLIT_RATIOS_HELP)
-@click.option("--ways", type=int, default=_DEFAULTS.ways, show_default=True)
-@click.option("--shots", type=int, default=_DEFAULTS.shots, show_default=True)
+@click.option("--ways", type=int, default=_DEFAULTS.ways, show_default=True,
+              help="Classes per episode (N of N-way).")
+@click.option("--shots", type=int, default=_DEFAULTS.shots, show_default=True,
+              help="Labelled support images per class (K of K-shot).")
 @click.option("--shots-dist", default=None, metavar="DIST",
               help="Imbalanced episodes: support images per class drawn from uniform:LO-HI or "
                    "zipf:A:LO-HI (replaces --shots; the summary adds accuracy per frequency band).")
 @click.option("--queries", type=int, default=_DEFAULTS.queries, show_default=True,
               help="Query images per class.")
-@click.option("--episodes", type=int, default=_DEFAULTS.episodes, show_default=True)
+@click.option("--episodes", type=int, default=_DEFAULTS.episodes, show_default=True,
+              help="Episodes sampled (and stored) for the run; 600 to 2000 is the usual protocol.")
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True,
               help="Seeds the episodes, the augmentations and the view schedule.")
 @click.option("--groups", default=_DEFAULTS.groups, show_default=True, metavar="auto|none|FILE",
@@ -88,7 +131,7 @@ def main(ctx: click.Context, debug: bool) -> None:
                    "and query: auto = the data set's own groups (emoji: code point), none, or a "
                    "CSV from `bench data audit --groups-out` (merged with the data set's own).")
 @click.option("--backbone", default=_DEFAULTS.backbone, show_default=True, help="timm model name.")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Local timm-format weight file for --backbone.")
 @click.option("--image-size", type=int, default=None,
               help="Input size in pixels [default: the data set's, else the backbone's].")
@@ -113,8 +156,9 @@ def main(ctx: click.Context, debug: bool) -> None:
               help="Also record each trained episode's query accuracy after these many steps "
                    "(comma list, each <= --steps): a learning curve from one run.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_DEFAULTS.optimizer,
-              show_default=True)
-@click.option("--weight-decay", type=float, default=_DEFAULTS.weight_decay, show_default=True)
+              show_default=True, help="Optimiser of the per-episode fine-tuning.")
+@click.option("--weight-decay", type=float, default=_DEFAULTS.weight_decay, show_default=True,
+              help="Weight decay of the optimiser.")
 @click.option("--logit-scale", type=float, default=_DEFAULTS.logit_scale, show_default=True,
               help="Scale of the cosine head's logits.")
 @click.option("--logreg-c", type=float, default=_DEFAULTS.logreg_c, show_default=True,
@@ -125,8 +169,8 @@ def main(ctx: click.Context, debug: bool) -> None:
               help="What trains per episode: head, norm (final norm's scale/shift), last "
                    "(last stage), full (whole backbone).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
-@click.option("--episodes-dir", default=_DEFAULTS.episodes_dir, show_default=True,
+              show_default=True, help="Where to compute: auto takes a GPU when there is one.")
+@click.option("--episodes-dir", type=click.Path(), default="episodes", show_default=True,
               help="Where episode files are stored and reused.")
 @click.option("--episode-batch", type=int, default=None,
               help="Episodes fine-tuned together [default: from memory]; never changes results.")
@@ -136,12 +180,18 @@ def main(ctx: click.Context, debug: bool) -> None:
                    "eager with a warning if compiling fails).")
 @click.option("--embeddings", type=int, default=0, show_default=True,
               help="Save query embeddings of the first this-many episodes (for bench report).")
-@click.option("--out", default=None, help="Results folder [default: results/<run-id>].")
+@click.option("--out", type=click.Path(), default=None,
+              help="Results folder [default: results/<run-id>]; a stopped run there resumes.")
 @click.option("--fail-fast", is_flag=True,
               help="Stop at the first episode whose loss turns NaN/inf instead of recording it.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def run(no_progress: bool, **options) -> None:
+@click.option("--config", type=click.Path(exists=True), default=None, metavar="FILE",
+              help="Settings from a JSON or YAML file of option names and values, or from a "
+                   "run folder's run.json (reproduces that run); flags given here override it.")
+@click.pass_context
+def run(ctx: click.Context, no_progress: bool, **options) -> None:
     """Fine-tune per episode with each method on the same stored episodes and compare."""
+    options = _with_config_file(ctx, options)
     cfg = RunConfig(**options).validate()  # refuse bad values before the heavy imports
     from .runner import run as run_benchmark
 
@@ -150,11 +200,25 @@ def run(no_progress: bool, **options) -> None:
         click.echo(result.text)
 
 
+def _with_config_file(ctx: click.Context, options: dict) -> dict:
+    """`options` with --config FILE's settings in place of the defaults: only the flags
+    given on the command line (or by environment) win over the file."""
+    path = options.pop("config", None)
+    if path is None:
+        return options
+    from .configfile import read_config_file
+
+    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k)
+             not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+    return {**options, **read_config_file(path), **given}
+
+
 @main.command("sweep")
 @click.option("--param", "params", multiple=True, required=True, metavar="NAME=V1,V2,...",
               help="A swept hyperparameter and its values (repeatable; the grid is every "
                    "combination): lambda, tau, beta, lr, steps, views, logit_scale, weight_decay.")
-@click.option("--out", required=True, help="Sweep folder (rerun the same command to resume).")
+@click.option("--out", type=click.Path(), required=True,
+              help="Sweep folder (rerun the same command to resume).")
 @click.option("--select-on", type=click.Choice(["val"]), default=None,
               help="Choose the grid point on validation episodes first, then run only it (and "
                    "the methods the grid does not change) on --split.")
@@ -179,12 +243,12 @@ def sweep(params: tuple[str, ...], out: str, select_on: str | None, target: str,
 
 
 # every `bench run` option, before the sweep's own (run's --out is the sweep's folder here)
-sweep.params[:0] = [p for p in run.params if p.name != "out"]
+sweep.params[:0] = [p for p in run.params if p.name not in ("out", "config")]
 
 
 @main.command("baseline")
-@click.argument("run_dir", type=click.Path())
-@click.option("--out", required=True,
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
               help="Baseline file to write, e.g. results/baselines/NAME.json (overwritten).")
 def baseline_cmd(run_dir: str, out: str) -> None:
     """Store the finished run RUN_DIR as an accuracy baseline for `bench check`."""
@@ -205,7 +269,7 @@ def baseline_cmd(run_dir: str, out: str) -> None:
               help="Images per fine-tuning step (each as --views views, at least 2).")
 @click.option("--finetune-lr", type=float, default=1e-4, show_default=True,
               help="AdamW learning rate of the backbone in the fine-tunes (the head gets 10x).")
-@click.option("--out", default=None,
+@click.option("--out", type=click.Path(), default=None,
               help="Transfer folder; rerun to resume, or with other evaluation options to add "
                    "an evaluation [default: results/transfer/<time>-<dataset>].")
 def transfer_cmd(epochs: int | None, finetune_steps: int | None, batch_size: int,
@@ -228,21 +292,21 @@ def transfer_cmd(epochs: int | None, finetune_steps: int | None, batch_size: int
 
 
 # every `bench run` option but its --methods and --out (transfer has its own)
-transfer_cmd.params[:0] = [p for p in run.params if p.name not in ("out", "methods")]
+transfer_cmd.params[:0] = [p for p in run.params if p.name not in ("out", "methods", "config")]
 
 
 # `bench finetune`: options default to None = FullFinetuneConfig's default (fulltune imports
 # torch, so its defaults are not read here; the help states them).
 @main.command("finetune")
 @click.option("--dataset", default=None, help="Data set, as for bench run [default: emoji].")
-@click.option("--data-root", default=None,
+@click.option("--data-root", type=click.Path(), default=None,
               help="Folder holding the data sets [default: $FEWSHOT_DATA, else ~/data].")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
               help="The split whose images are trained on (and held out) [default: train].")
 @click.option("--split-ratios", default=None, metavar="TRAIN:VAL:TEST",
               help=_SPLIT_RATIOS_HELP)
 @click.option("--method", default=None, help="ce, schane (the authors' loss) or schane-perpos [default: schane].")
-@click.option("--out", default=None,
+@click.option("--out", type=click.Path(), default=None,
               help="Output folder [default: results/finetune/<time>-...]; never overwritten.")
 @click.option("--epochs", type=int, default=None,
               help="Passes over the training images [default: 5].")
@@ -268,7 +332,7 @@ transfer_cmd.params[:0] = [p for p in run.params if p.name not in ("out", "metho
 @click.option("--image-size", type=int, default=None,
               help="Input size in pixels [default: the data set's, else the backbone's].")
 @click.option("--backbone", default=None, help="timm model name [default: tf_efficientnet_lite0].")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start from this local timm-format weight file.")
 @click.option("--seed", type=int, default=None,
               help="Seeds holdout, batches, views, head [default: 0].")
@@ -289,8 +353,9 @@ def finetune_cmd(no_progress: bool, **options) -> None:
 
 
 @main.command("check")
-@click.argument("run_dir", type=click.Path())
-@click.option("--baseline", "baseline_file", required=True, type=click.Path(),
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--baseline", "baseline_file", required=True,
+              type=click.Path(exists=True, dir_okay=False),
               help="Baseline file written by `bench baseline`.")
 @click.option("--alpha", type=float, default=0.01, show_default=True,
               help="Significance level of the one-sided test (H1: accuracy dropped).")
@@ -313,8 +378,8 @@ def check_cmd(ctx: click.Context, run_dir: str, baseline_file: str, alpha: float
 
 
 @main.command()
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
-@click.option("--out", required=True, help="Folder for the report (created; files in it are overwritten).")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", type=click.Path(), required=True, help="Folder for the report (created; files in it are overwritten).")
 @click.option("--format", "formats", default="md,csv,latex,html", show_default=True,
               help="Comma list of md, csv, latex, html. Figures (PNG + PDF) are always drawn "
                    "unless --no-figures.")
@@ -347,7 +412,7 @@ _DATA_ROOT_HELP = "Folder holding the data sets [default: $FEWSHOT_DATA, else ~/
 
 
 @data.command("list")
-@click.option("--data-root", default=None, help=_DATA_ROOT_HELP)
+@click.option("--data-root", type=click.Path(), default=None, help=_DATA_ROOT_HELP)
 def data_list(data_root: str | None) -> None:
     """Each data set: where it looks, whether its files are there, classes and images per split."""
     from .data.catalog import format_catalog
@@ -357,7 +422,7 @@ def data_list(data_root: str | None) -> None:
 
 @data.command("download")
 @click.argument("name")
-@click.option("--data-root", default=None, help=_DATA_ROOT_HELP)
+@click.option("--data-root", type=click.Path(), default=None, help=_DATA_ROOT_HELP)
 def data_download(name: str, data_root: str | None) -> None:
     """Fetch data set NAME into the data root (needs a network; torchvision/learn2learn)."""
     from .data.catalog import download_dataset
@@ -367,15 +432,15 @@ def data_download(name: str, data_root: str | None) -> None:
 
 @data.command("audit")
 @click.argument("name")
-@click.option("--data-root", default=None, help=_DATA_ROOT_HELP)
+@click.option("--data-root", type=click.Path(), default=None, help=_DATA_ROOT_HELP)
 @click.option("--splits", default="train,val,test", show_default=True,
               help="Comma-separated splits to audit; pairs across them are found too.")
 @click.option("--max-distance", type=int, default=None,
               help="Largest pHash Hamming distance (bits of 64) that counts as a near "
                    "duplicate, 0 to 16 [default: 4].")
-@click.option("--csv", "csv_path", default=None,
+@click.option("--csv", "csv_path", type=click.Path(), default=None,
               help="CSV of every pair found [default: results/audit-NAME.csv].")
-@click.option("--groups-out", default=None,
+@click.option("--groups-out", type=click.Path(), default=None,
               help="Also write the episode sampler's groups file (CSV split,index,group,...).")
 @click.option("--examples", type=click.IntRange(min=0), default=3, show_default=True,
               help="Example pairs printed per kind.")
@@ -403,6 +468,19 @@ def data_audit(name: str, data_root: str | None, splits: str, max_distance: int 
         audit.write_groups(result, groups_file)
         click.echo(f"groups: {groups_file} ({len(result.groups):,} images in "
                    f"{result.groups['group'].nunique():,} groups)")
+
+
+def _commands(group: click.Group):
+    """Every command under `group`, nested groups and their commands included."""
+    for cmd in group.commands.values():
+        yield cmd
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd)
+
+
+for _cmd in _commands(main):
+    if not any(p.name == "debug" for p in _cmd.params):
+        _cmd.params.append(_DEBUG)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import typing
 from dataclasses import asdict, dataclass, fields
 
 from . import split_ratios as ratios
@@ -82,8 +84,96 @@ def check_split_ratios(dataset: str, value: str | None) -> str | None:
     return value
 
 
+def flag(name: str) -> str:
+    """The `bench run` option of a RunConfig field: lam -> --lambda, bank_views -> --bank-views."""
+    return "--lambda" if name == "lam" else "--" + name.replace("_", "-")
+
+
+def _float_or_none(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _coerce(name: str, value, kind):
+    """`value` as the type `kind` of field `name`, from what a user would pass (the numeric
+    string "5", "ce,schane" or a list for a tuple, a Path for a str); BenchError otherwise.
+    Only lossless conversions: 5.0 -> 5, never 5.5 -> 5 or True -> 1."""
+    args = typing.get_args(kind)
+    if type(None) in args:  # `X | None`: None stays None
+        if value is None:
+            return None
+        kind = next(a for a in args if a is not type(None))
+    if typing.get_origin(kind) is tuple:  # tuple[X, ...]: a comma list or any iterable
+        item = typing.get_args(kind)[0]
+        parts = value.split(",") if isinstance(value, str) else value
+        example = "whole numbers such as 5,10" if item is int else "names such as ce,schane"
+        try:
+            # "ce, schane" and ["ce", "schane"] alike; an empty item (a trailing comma) is dropped
+            return tuple(_coerce(name, p.strip() if isinstance(p, str) else p, item)
+                         for p in list(parts) if not (isinstance(p, str) and not p.strip()))
+        except (TypeError, BenchError):
+            raise BenchError(f"{flag(name)} must be a comma list of {example} (got "
+                             f"{value!r}).") from None
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+        if isinstance(value, str) and value.strip().lower() in words:
+            return words[value.strip().lower()]
+        raise BenchError(f"{flag(name)} must be true or false (got {value!r}).")
+    if kind is str:
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if isinstance(value, str):
+            return value
+        raise BenchError(f"{flag(name)} must be a string (got {value!r}).")
+    if kind in (int, float):
+        number = value
+        if isinstance(value, str):
+            text = value.strip()
+            try:  # int() first: "99999999999999999999" stays exact
+                number = int(text) if kind is int else float(text)
+            except ValueError:
+                number = _float_or_none(text)  # "1e3" is a whole number too
+        elif isinstance(value, bool) or not hasattr(value, "__float__"):
+            number = None  # True is an int to Python, never a count to a user
+        if kind is float and number is not None:
+            return float(number)
+        if isinstance(number, int) or (number is not None and float(number).is_integer()):
+            return int(number)  # 5, 5.0, "5", "1e3", numpy integers
+        what = "a whole number" if kind is int else "a number"
+        raise BenchError(f"{flag(name)} must be {what} (got {value!r}).")
+    return value
+
+
 @dataclass
 class RunConfig:
+    """The settings of one `bench run`: every field is a `bench run` option (`lam` is
+    --lambda, `bank_views` --bank-views, ...). `validate()` checks them, fills in the
+    defaults of --tune (`steps`, `lr`) and converts what a user would pass: numeric strings
+    ("5") for numbers, a comma string ("ce,schane") or a list for `methods` and
+    `eval_steps`, a Path for a folder.
+
+    Units and meanings:
+      dataset, split: the data set (emoji, cifar-fs, ..., folder:PATH) and its class split.
+      ways, shots, queries: classes per episode, support and query images per class.
+      shots_dist: imbalanced episodes (uniform:1-5, zipf:A:LO-HI) instead of `shots`.
+      episodes, seed: how many episodes are sampled, and the seed of everything random.
+      backbone, weights, image_size: the timm model, an optional local weight file, the
+        input size in pixels (None: the data set's, else the backbone's).
+      methods: names from METHODS. lam, tau, beta: the contrastive term's weight in [0, 1],
+        temperature and hard-negative concentration.
+      tune: what trains per episode (TUNE_MODES); steps, lr: optimiser steps and learning
+        rate per episode (None: TUNE_DEFAULTS[tune]); eval_steps: also score the queries
+        after these step counts.
+      views, bank_views: augmented views per support image per step, and stored per image.
+      episodes_dir, out: where episode files are stored and reused, and the results folder
+        (None: results/<run-id> for `bench run`; a fresh temporary folder for `fb.run`).
+    Accuracies in a run's per-episode rows are fractions in [0, 1]; summaries are percent.
+    """
+
     # what to evaluate on
     dataset: str = "emoji"
     data_root: str | None = None
@@ -124,7 +214,9 @@ class RunConfig:
     tune: str = "norm"
     # where and how
     device: str = "auto"
-    episodes_dir: str = "episodes"
+    # None: the committed episodes/ when it holds the file, else the user cache
+    # (episodes.default_episodes_dir); `bench run` passes its --episodes-dir, "episodes"
+    episodes_dir: str | None = None
     out: str | None = None
     episode_batch: int | None = None  # None: chosen from memory; never changes results
     compile: bool = True  # torch.compile the --tune norm step where it pays (fused.py)
@@ -132,10 +224,13 @@ class RunConfig:
     fail_fast: bool = False  # stop at the first failed episode instead of recording it
 
     def validate(self) -> "RunConfig":
-        """Refuse bad values with a message that says how to fix them (before any work)."""
+        """Refuse bad values with a message that says how to fix them (before any work).
+        Converts each field to its type first (see the class docstring); returns self."""
         def bad(msg: str) -> None:
             raise BenchError(msg)
 
+        for f in fields(self):  # before any check compares a number with a string
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), _HINTS[f.name]))
         if self.ways < 2:
             bad(f"--ways must be at least 2 (got {self.ways}): an episode needs classes to tell apart.")
         self.split_ratios = check_split_ratios(self.dataset, self.split_ratios)
@@ -178,8 +273,7 @@ class RunConfig:
             self.steps = defaults["steps"]
         for name in ("lam", "tau", "beta", "lr", "weight_decay", "logit_scale", "logreg_c"):
             if not math.isfinite(getattr(self, name)):
-                flag = "--lambda" if name == "lam" else "--" + name.replace("_", "-")
-                bad(f"{flag} must be a finite number (got {getattr(self, name)}).")
+                bad(f"{flag(name)} must be a finite number (got {getattr(self, name)}).")
         if not self.tau > 0:
             bad(f"--tau must be positive (got {self.tau}); 0.5 is the authors' value.")
         if self.beta < 0:
@@ -203,13 +297,7 @@ class RunConfig:
         if self.steps > MAX_STEPS:
             bad(f"--steps must be at most {MAX_STEPS} (got {self.steps}); "
                 f"{defaults['steps']} is the default of --tune {self.tune}.")
-        try:
-            self.eval_steps = tuple(sorted({int(s) for s in (
-                self.eval_steps.split(",") if isinstance(self.eval_steps, str) else self.eval_steps)
-                if str(s).strip()}))
-        except (TypeError, ValueError):
-            bad(f"--eval-steps must be a comma list of step counts such as 5,10 (got "
-                f"{self.eval_steps!r}).")
+        self.eval_steps = tuple(sorted(set(self.eval_steps)))
         if self.eval_steps and not 0 <= self.eval_steps[0] <= self.eval_steps[-1] <= self.steps:
             bad(f"--eval-steps {','.join(map(str, self.eval_steps))}: each must lie between 0 "
                 f"and --steps ({self.steps}). Raise --steps to the largest, or drop the others.")
@@ -277,3 +365,6 @@ class RunConfig:
             if name in kw:
                 kw[name] = tuple(kw[name])
         return cls(**kw)
+
+
+_HINTS = typing.get_type_hints(RunConfig)  # field -> type (the annotations are strings)

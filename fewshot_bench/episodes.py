@@ -433,6 +433,24 @@ def episode_path(spec: EpisodeSpec, directory: str | Path) -> Path:
     return Path(directory) / f"{spec.key}.npz"
 
 
+# The episode files committed with the source (the README's numbers were measured on them);
+# absent from an installed wheel.
+COMMITTED_EPISODES = Path(__file__).resolve().parent.parent / "episodes"
+
+
+def default_episodes_dir(spec: EpisodeSpec) -> Path:
+    """Where a run without --episodes-dir (episodes_dir=None, as `fewshot_bench.run` has)
+    keeps its episodes: the source checkout's committed episodes/ when it holds `spec`'s
+    file, so such runs are paired with the published ones; else `episodes/` in the user
+    cache ($FEWSHOT_CACHE, else ~/.cache/fewshot-bench), where a new file is sampled, so
+    that nothing is written into the current folder or the source tree."""
+    if episode_path(spec, COMMITTED_EPISODES).is_file():
+        return COMMITTED_EPISODES
+    from .data.cache import user_cache_dir  # the data package is not needed otherwise
+
+    return user_cache_dir() / "episodes"
+
+
 def make_episodes_dir(directory: str | Path) -> Path:
     """Create the --episodes-dir folder (and its parents) if needed; BenchError, not an
     OSError, when it is a file, lies under one or cannot be created."""

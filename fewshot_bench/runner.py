@@ -28,8 +28,8 @@ from .config import CONTRASTIVE, CONTRASTIVE_TERM, FROZEN_BACKBONE, RunConfig
 from .data import create_dataset
 from .data.base import grouped_fingerprint
 from .data.groups import Grouping, resolve_groups
-from .episodes import (EpisodeSet, EpisodeSpec, get_or_create_episodes, leak_free_classes,
-                       make_episodes_dir)
+from .episodes import (EpisodeSet, EpisodeSpec, default_episodes_dir, get_or_create_episodes,
+                       leak_free_classes, make_episodes_dir)
 from .errors import BenchError, RunFailed
 from .fileio import atomic_open, folder_lock, write_atomic
 from .results import (ROWS, RowLog, check_output_dir, create_output_dir, read_rows,
@@ -47,6 +47,16 @@ _MAX_EPISODE_BATCH = 128
 
 @dataclass
 class RunResult:
+    """What `run` returns (and wrote into `out_dir`).
+
+    rows: one row per (episode, method) as in episodes.jsonl; `accuracy` is a fraction in
+      [0, 1] (None where the episode failed, `status` "failed" and `reason` say why).
+    method_table: per method n, failed, mean, ci95, std in percent (summary.csv).
+    paired_table: per compared pair (a, b) the mean of b - a in percentage points with its
+      ci95, t-test and Wilcoxon p-values, wins/ties/losses (paired.csv).
+    text: the printed summary (empty on torchrun ranks other than 0).
+    """
+
     out_dir: Path
     rows: pd.DataFrame
     method_table: pd.DataFrame
@@ -285,13 +295,14 @@ def episode_spec(cfg: RunConfig, data) -> tuple[EpisodeSpec, Grouping, str]:
 
 
 def episodes_for(cfg: RunConfig, data) -> tuple[EpisodeSet, Path, bool, Grouping, str]:
-    """Load the stored episodes of `cfg` from --episodes-dir, or sample and store them:
-    (episodes, file, created, grouping, data fingerprint)."""
+    """Load the stored episodes of `cfg` from --episodes-dir (None: `default_episodes_dir`),
+    or sample and store them: (episodes, file, created, grouping, data fingerprint)."""
     spec, grouping, fingerprint = episode_spec(cfg, data)
-    make_episodes_dir(cfg.episodes_dir)  # its own message, not one about the data set
+    directory = cfg.episodes_dir or default_episodes_dir(spec)  # None: committed, else cache
+    make_episodes_dir(directory)  # its own message, not one about the data set
     try:
         episodes, episode_file, created = get_or_create_episodes(
-            data.labels, spec, fingerprint, cfg.episodes_dir, grouping.groups)
+            data.labels, spec, fingerprint, directory, grouping.groups)
     except BenchError as exc:  # say which files the too-small split came from
         source = data.meta.get("source")
         msg = f"{exc} (data set {cfg.dataset} read from {source})" if source else str(exc)

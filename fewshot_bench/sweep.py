@@ -532,7 +532,8 @@ def _run_sweep(cfg: RunConfig, grid: Grid, out: str | Path, select_on: str | Non
     _check_folders(phases.get(select_on, []))
     _check_folders(_folders(plan, out, range(len(plan.points))))  # any point may be chosen
     # the runs would fail on an unusable --episodes-dir only after sweep.json is written
-    make_episodes_dir(cfg.episodes_dir)
+    if cfg.episodes_dir is not None:  # None: chosen per episode file (default_episodes_dir)
+        make_episodes_dir(cfg.episodes_dir)
     started = False
 
     def start() -> None:

@@ -164,7 +164,8 @@ BAD_INPUTS = {
     "too many steps": lambda tmp: ["--steps", "99999999999999999999"],
     "too many bank views": lambda tmp: ["--bank-views", "99999999999999999999"],
     "huge image size": lambda tmp: ["--image-size", "100000"],
-    "missing weights file": lambda tmp: ["--weights", str(tmp / "nope.pth")],
+    "missing weights file": lambda tmp: ["--weights", str(tmp / "nope.pth")],  # click.Path
+    "unknown option": lambda tmp: ["--shot", "5"],  # click's usage errors read the same
 }
 
 

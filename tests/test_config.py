@@ -120,3 +120,31 @@ def test_from_dict_of_json_roundtrip():
 
     cfg = RunConfig(methods=("schane",), out=None, image_size=None)
     assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_values_as_a_user_types_them_are_converted():
+    from pathlib import Path
+
+    cfg = RunConfig(methods="ce, schane,", shots="5", ways="3", episodes="1e3", lam="0.5",
+                    lr="1e-3", eval_steps=["2", 5], detach_weights="false",
+                    episodes_dir=Path("eps"), image_size=64.0).validate()
+    assert cfg.methods == ("ce", "schane") and cfg.eval_steps == (2, 5)
+    assert (cfg.shots, cfg.ways, cfg.episodes, cfg.image_size) == (5, 3, 1000, 64)
+    assert (cfg.lam, cfg.lr, cfg.detach_weights, cfg.episodes_dir) == (0.5, 0.001, False, "eps")
+    assert RunConfig(methods=["ce", "schane"]).validate().methods == ("ce", "schane")
+    assert RunConfig(methods="ce").validate() == RunConfig(methods=("ce",)).validate()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(shots="five"), "--shots must be a whole number (got 'five')"),
+    (dict(shots=2.5), "--shots must be a whole number"),
+    (dict(ways=True), "--ways must be a whole number"),
+    (dict(lam="high"), "--lambda must be a number"),
+    (dict(eval_steps="5,x"), "--eval-steps must be a comma list of whole numbers"),
+    (dict(methods=5), "--methods must be a comma list"),
+    (dict(compile="maybe"), "--compile must be true or false"),
+    (dict(dataset=3), "--dataset must be a string"),
+], ids=lambda v: v if isinstance(v, str) else ",".join(v))
+def test_values_that_are_not_numbers_are_refused_clearly(overrides, message):
+    with pytest.raises(BenchError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        RunConfig(**overrides).validate()
