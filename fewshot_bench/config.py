@@ -38,10 +38,10 @@ DEVICES = ("auto", "cpu", "cuda")
 # runs (10 is the default), the feature bank holds bank-views x images features, and its
 # memory grows with the image size squared (timm backbones take at most about 600 px).
 # The fine-tuning defaults of each --tune mode (lr and steps of the optimiser), chosen on
-# validation episodes with the README's rule (the most accurate CE setting; SCHaNe shares
-# them). An explicit --lr / --steps wins; run.json records the values used. `norm` and
+# validation episodes with the rule of docs/protocol.md (the most accurate CE setting;
+# SCHaNe shares them). An explicit --lr / --steps wins; run.json records the values used. `norm` and
 # `head` are selected on 600 val episodes (the same cell wins); `last` (100 episodes) and
-# `full` (50) are provisional (README).
+# `full` (50) are provisional (docs/protocol.md).
 TUNE_DEFAULTS = {
     "head": {"lr": 0.001, "steps": 10},
     "norm": {"lr": 0.001, "steps": 10},

@@ -46,7 +46,7 @@ __all__ = [
     "SCORES",
 ]
 
-# column name -> (short title, definition) for tables and the README
+# column name -> (short title, definition) for tables and docs/reports.md
 SCORES = {
     "isotropy_entropy": ("isotropy (eigen-entropy)", "exp(H)/min(n-1, D) of the centred covariance's eigenvalues"),
     "isotropy_partition": ("isotropy (partition ratio)", "min_c Z(c) / max_c Z(c), Mu & Viswanath 2018"),

@@ -433,7 +433,7 @@ def episode_path(spec: EpisodeSpec, directory: str | Path) -> Path:
     return Path(directory) / f"{spec.key}.npz"
 
 
-# The episode files committed with the source (the README's numbers were measured on them);
+# The episode files committed with the source (the numbers in docs/ were measured on them);
 # absent from an installed wheel.
 COMMITTED_EPISODES = Path(__file__).resolve().parent.parent / "episodes"
 

@@ -1,9 +1,10 @@
-"""Regenerate the README's example report: docs/report-example/{main_table.md,paired_scatter.png}.
+"""Regenerate the example report: docs/report-example/{main_table.md,paired_scatter.png}.
 
 By default it runs the default protocol (`bench run`: emoji test split, 5-way, 15 queries,
 600 stored episodes, EfficientNet-Lite0, tune=norm) at 1 and 5 shots with query embeddings
 of the first 5 episodes saved, then `bench report` on the two runs, and copies the main
-table and the paired CE-vs-SCHaNe scatter into docs/report-example/. Finished runs in the
+table and the paired CE-vs-SCHaNe scatter into docs/report-example/ (shown by README.md and by
+docs/reports.md, whose report-example block it rewrites). Finished runs in the
 work folder are reused, so a second call only redraws. On a 2-core CPU the two runs take
 about 7 and 15 minutes.
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     png = work / "report" / "figures" / "paired_scatter.png"
     shutil.copyfile(work / "report" / "main_table.md", dest / "main_table.md")
     shutil.copyfile(png, dest / "paired_scatter.png")
-    _update_readme(ROOT / "README.md", (dest / "main_table.md").read_text(), dest)
+    _update_readme(ROOT / "docs" / "reports.md", (dest / "main_table.md").read_text(), dest)
     size = (dest / "paired_scatter.png").stat().st_size
     print(f"wrote {dest / 'main_table.md'} and {dest / 'paired_scatter.png'} ({size / 1000:.0f} KB)")
     if size > MAX_PNG_BYTES:
@@ -88,7 +89,8 @@ BEGIN, END = "<!-- report-example:begin -->", "<!-- report-example:end -->"
 
 
 def _update_readme(readme: Path, table: str, dest: Path) -> None:
-    """Replace the block between the report-example markers in README.md, if it has them."""
+    """Replace the block between the report-example markers in `readme` (docs/reports.md),
+    if it has them."""
     text = readme.read_text() if readme.is_file() else ""
     if BEGIN not in text or END not in text:
         print(f"note: {readme} has no {BEGIN} ... {END} block; paste {dest / 'main_table.md'} by hand",

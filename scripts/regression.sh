@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The accuracy regression gate (docs/ci-gate.md).
+# The accuracy regression gate (docs/gate.md).
 #
 #   scripts/regression.sh           run the regression configuration, then `bench check` it
 #                                   against the committed baseline (exit 1 on a regression)

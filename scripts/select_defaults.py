@@ -3,7 +3,7 @@
 A thin wrapper over `bench sweep` (fewshot_bench.sweep.run_sweep): CE and SCHaNe (for
 information) over a grid of learning rates and step counts on the 600 committed leak-free
 emoji/val episodes with the default backbone and tune mode, ProtoNet once as the no-training reference. Selection rule
-(recorded in the README): the most accurate CE setting on validation (ties: the first in
+(recorded in docs/protocol.md): the most accurate CE setting on validation (ties: the first in
 grid order); SCHaNe then uses the same shared hyperparameters, so the choice does not
 favour either method.
 

@@ -43,7 +43,7 @@ from .common import SPLITS, resolve_root, safe_name
 from .groups import connected_components
 
 KINDS = ("within-class", "across-classes", "across-splits")
-# Checked on the emoji images (400 sampled, see the README): distance <= 4 finds 94% of
+# Checked on the emoji images (400 sampled, see docs/data.md): distance <= 4 finds 94% of
 # 64->48->64 px resized copies and 90% of JPEG-75 copies, while no two of 2,000 random
 # noise images come closer than 12. pHash bits are nearly always 32 ones and 32 zeros, so
 # distances are even: 4 and 5 select the same pairs.

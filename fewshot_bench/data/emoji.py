@@ -108,7 +108,7 @@ def load_emoji(split: str, root: Path | None = None) -> ImageSplit:
             "unified": arrays["unified"][keep],
             "source": str(npz_path),
             # 64 px drawings: 128 px input keeps ImageNet-scale features (val ProtoNet within
-            # ~1 point of 224 px at 1-shot) at a third of the cost; see the README.
+            # ~1 point of 224 px at 1-shot) at a third of the cost; see docs/protocol.md.
             "image_size": DEFAULT_IMAGE_SIZE,
         },
     )
