@@ -37,3 +37,14 @@ def test_logreg_benchmark_runs_and_agrees(tmp_path):
     m = re.fullmatch(r"speedup=([0-9.]+) agreement=([0-9.]+)", last)
     assert m, last
     assert float(m.group(1)) > 0 and float(m.group(2)) >= 0.9
+
+
+def test_full_profile_runs(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "profile_full.py"), "--image-size", "32",
+         "--views", "2", "--groups", "1,2", "--reps", "1", "--threads", "1"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"G=  2 batch    4: +[0-9.]+ ms/image", proc.stdout), proc.stdout
+    assert re.search(r"[0-9]+% of self CPU time in convolution kernels", proc.stdout), proc.stdout
