@@ -108,7 +108,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, formats: Seque
         write("episodes.csv", ep.to_csv(index=False))
     if "latex" in formats:
         for name, t in tables.items():
-            write(f"{name}.tex", t.latex())
+            write(f"{name}.tex", t.latex(name))
     if "html" in formats:
         write("report.html", _html_report(title, merged, tables, runs_t, figs, notes))
     files += fig_files

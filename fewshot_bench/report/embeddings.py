@@ -66,4 +66,11 @@ def embedding_table_view(merged: Merged, emb: pd.DataFrame) -> Table:
         d = r._asdict()
         rows.append(merged.setting_cells(d["setting_id"]) + [d["label"], str(d["episodes"])]
                     + [_fmt_score(d[c], d[f"{c}_ci95"]) for c in SCORES])
-    return Table(headers, rows, merged.setting_align() + "l" + "r" * (1 + len(SCORES)))
+    n = len(merged.shown)
+    return Table(headers, rows, merged.setting_align() + "l" + "r" * (1 + len(SCORES)),
+                 context=set(range(n)) | {n + 1}, caption=EMBEDDING_CAPTION)
+
+
+EMBEDDING_CAPTION = ("Embedding quality of the query embeddings, mean +- 95% CI over the saved "
+                     "episodes: isotropy (eigen-entropy and partition ratio; 1 is isotropic) and "
+                     "class separation (mean silhouette, cosine distance, in [-1, 1]).")

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Sequence
 
 import numpy as np
@@ -37,6 +38,12 @@ class Merged:
     label_info: dict[str, dict]  # label -> {"method": ..., field: value}
     rows: pd.DataFrame  # per episode: setting_id, label, method, run, episode, accuracy, status, loss_curve
     notes: list[str]
+    names: dict[str, str] = field(default_factory=dict)  # label -> display name (`--label`)
+    dataset_names: dict[str, str] = field(default_factory=dict)  # dataset value -> how tables show it
+
+    def name(self, label: str) -> str:
+        """The display name of `label` (its `--label` name, else the label itself)."""
+        return self.names.get(label, label)
 
     def setting_align(self) -> str:
         numeric = {"image_size", "ways", "shots", "queries", "n_episodes"}
@@ -44,7 +51,8 @@ class Merged:
 
     def setting_cells(self, sid: int) -> list[str]:
         s = self.settings.loc[sid]
-        return [_fmt_value(s[col]) for col, _ in self.shown]
+        return [self.dataset_names.get(s[col], s[col]) if col == "dataset" else _fmt_value(s[col])
+                for col, _ in self.shown]
 
     def entries_of(self, sid: int) -> list[Entry]:
         return [e for e in self.entries if e.setting_id == sid]
@@ -100,8 +108,10 @@ def merge_runs(runs: Sequence[Run]) -> Merged:
             for k, h in zip(settings["episodes_key"], settings["content_hash"])
         ]
         shown.append(("episode_file", "episode file"))
-    settings["title"] = [_setting_title(settings.loc[i], shown) for i in settings.index]
-    settings["title_no_file"] = [_setting_title(settings.loc[i], [x for x in shown if x[0] != "episode_file"])
+    dataset_names = _dataset_names(settings["dataset"])
+    settings["title"] = [_setting_title(settings.loc[i], shown, dataset_names) for i in settings.index]
+    settings["title_no_file"] = [_setting_title(settings.loc[i], [x for x in shown if x[0] != "episode_file"],
+                                                dataset_names)
                                  for i in settings.index]
     settings["slug"] = _unique_slugs(settings["title"])
 
@@ -176,7 +186,7 @@ def merge_runs(runs: Sequence[Run]) -> Merged:
         frames.append(df)
     rows = pd.concat(frames, ignore_index=True)
     return Merged(runs=list(runs), entries=kept, settings=settings, shown=shown, labels=labels,
-                  label_info=label_info, rows=rows, notes=notes)
+                  label_info=label_info, rows=rows, notes=notes, dataset_names=dataset_names)
 
 
 def _results_of(e: Entry) -> pd.DataFrame:
@@ -184,8 +194,27 @@ def _results_of(e: Entry) -> pd.DataFrame:
     return df.sort_values("episode").reset_index(drop=True)
 
 
-def _setting_title(s: pd.Series, shown) -> str:
-    parts = [str(s["dataset"]), str(s["backbone"]), f"{s['ways']}-way {s['shots']}-shot"]
+_FOLDER = "folder:"  # fewshot_bench.data.FOLDER_PREFIX (not imported: it loads the readers)
+
+
+def _dataset_names(values) -> dict[str, str]:
+    """How tables and figures name each data set: a `folder:PATH` data set by the folder's
+    name (more of its path where two folders share a name), never the absolute local path;
+    the CSV files keep the value the run recorded."""
+    folders = sorted({str(v) for v in values if str(v).startswith(_FOLDER)})
+    parts = {v: PurePath(v[len(_FOLDER):].rstrip("/\\") or "/").parts or ("/",) for v in folders}
+    out = {}
+    for v in folders:
+        k = 1
+        while k < len(parts[v]) and sum(parts[w][-k:] == parts[v][-k:] for w in folders) > 1:
+            k += 1
+        out[v] = "/".join(p for p in parts[v][-k:] if p not in ("/", "\\")) or v
+    return out
+
+
+def _setting_title(s: pd.Series, shown, dataset_names: dict[str, str] | None = None) -> str:
+    ds = str(s["dataset"])
+    parts = [(dataset_names or {}).get(ds, ds), str(s["backbone"]), f"{s['ways']}-way {s['shots']}-shot"]
     cols = {k for k, _ in shown}
     extra = {"split": "split {}", "image_size": "{} px", "tune": "tune={}",
              "queries": "{} queries", "n_episodes": "{} episodes", "episode_file": "{}"}

@@ -162,5 +162,12 @@ def paired_table_view(merged: Merged, paired: pd.DataFrame) -> Table:
         rows += [merged.setting_cells(sid) + r for r in body]
         headers_out, align_out = headers + h, align + al
     if not rows:
-        return Table(headers + ["comparison (b - a)"], [], align + "l")
-    return Table(headers_out, rows, align_out)
+        return Table(headers + ["comparison (b - a)"], [], align + "l", caption=PAIRED_CAPTION)
+    # the setting columns and the number of episodes go to the LaTeX caption when constant
+    context = set(range(len(headers))) | {len(headers) + 1}
+    return Table(headers_out, rows, align_out, context=context, caption=PAIRED_CAPTION)
+
+
+PAIRED_CAPTION = ("Paired comparisons on the same episodes: the per-episode difference b - a "
+                  "in percentage points, mean +- 95% CI; p-values of the paired t-test and of "
+                  "the Wilcoxon signed-rank test; episodes won, tied and lost by b.")
