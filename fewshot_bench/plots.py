@@ -25,6 +25,7 @@ from scipy import stats
 __all__ = [
     "PairPanel",
     "label_colors",
+    "method_marker",
     "plot_accuracy",
     "plot_paired_scatter",
     "plot_differences",
@@ -92,8 +93,15 @@ def label_colors(labels: Sequence[str], methods: dict[str, str]) -> dict[str, st
     return out
 
 
-def _marker(label: str) -> str:
-    return _MARKERS.get(label.split("(")[0].split("@")[0], "D")
+def method_marker(method: str) -> str:
+    """The marker of a method's points and curves (ProtoNet square, CE circle, SCHaNe triangle)."""
+    return _MARKERS.get(method, "D")
+
+
+def _marker(label: str, markers: dict[str, str] | None = None) -> str:
+    if markers and label in markers:
+        return markers[label]
+    return method_marker(label.split("(")[0].split("@")[0])
 
 
 def _grid(n: int, width: float = 4.6, height: float = 4.0, max_cols: int = 3):
@@ -117,8 +125,9 @@ def _suptitle(fig: Figure, text: str, size: float = 12) -> None:
 
 
 def plot_accuracy(acc: pd.DataFrame, titles: dict, labels: Sequence[str], colors: dict[str, str],
-                  stem: Path) -> list[Path]:
-    """Mean accuracy with 95% CI error bars: one group per setting, one marker per label."""
+                  stem: Path, markers: dict[str, str] | None = None) -> list[Path]:
+    """Mean accuracy with 95% CI error bars: one group per setting, one marker per label
+    (`markers`: label -> marker; default by the label's method name)."""
     sids = list(pd.unique(acc["setting_id"]))
     present = [lb for lb in labels if lb in set(acc["label"])]
     fig = Figure(figsize=(max(6.0, 1.5 + 1.9 * len(sids) + 0.25 * len(present)), 4.8),
@@ -131,7 +140,7 @@ def plot_accuracy(acc: pd.DataFrame, titles: dict, labels: Sequence[str], colors
         ys = [g.loc[s, "mean"] for s in sids if s in g.index]
         es = [g.loc[s, "ci95"] for s in sids if s in g.index]
         es = [0.0 if not np.isfinite(e) else e for e in es]
-        ax.errorbar(xs, ys, yerr=es, fmt=_marker(lb), color=colors.get(lb), capsize=4, ms=7,
+        ax.errorbar(xs, ys, yerr=es, fmt=_marker(lb, markers), color=colors.get(lb), capsize=4, ms=7,
                     lw=1.6, label=lb)
     ax.set_xticks(range(len(sids)))
     ax.set_xticklabels([titles[s].replace(" · ", "\n", 2) for s in sids], fontsize=9)
@@ -221,13 +230,35 @@ def _band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plot_loss_curves(curves: Sequence[tuple[str, dict[str, np.ndarray]]], colors: dict[str, str],
-                     stem: Path) -> list[Path]:
-    """Training loss per fine-tuning step: mean over episodes with a 95% CI band, per label,
-    one panel per setting. `curves`: [(title, {label: array [episodes, steps]})]."""
+                     stem: Path, markers: dict[str, str] | None = None,
+                     methods: dict[str, str] | None = None) -> list[Path]:
+    """Training loss per fine-tuning step (`loss_curves_figure`), saved as PNG and PDF."""
+    return save(loss_curves_figure(curves, colors, markers, methods), stem)
+
+
+def loss_curves_figure(curves: Sequence[tuple[str, dict[str, np.ndarray]]], colors: dict[str, str],
+                       markers: dict[str, str] | None = None,
+                       methods: dict[str, str] | None = None) -> Figure:
+    """Training loss per fine-tuning step: mean over episodes with a 95% CI band, one panel
+    per (setting, method) with the method's labels (e.g. a lambda sweep) in it, each panel
+    on its own y axis: the methods' objectives differ in scale (CE about 0.05 after a few
+    steps, SCHaNe's contrastive term about 3), so one shared axis would flatten CE.
+    `curves`: [(setting title, {label: array [episodes, steps]})]; `methods`: label ->
+    method (default: the label up to "(" or "@")."""
     import warnings
 
-    fig, axes = _grid(len(curves), 5.2, 3.9)
-    for ax, (title, per_label) in zip(axes, curves):
+    def method_of(lb: str) -> str:
+        return (methods or {}).get(lb) or lb.split("(")[0].split("@")[0]
+
+    panels = []  # (setting title, method, {label: array})
+    for title, per_label in curves:
+        groups: dict[str, dict[str, np.ndarray]] = {}
+        for lb, arr in per_label.items():
+            groups.setdefault(method_of(lb), {})[lb] = arr
+        panels += [(title, m, g) for m, g in groups.items()]
+    cols = max((len({method_of(lb) for lb in pl}) for _, pl in curves), default=1)
+    fig, axes = _grid(len(panels), 4.4, 3.6, max_cols=min(max(cols, 1), 4))
+    for ax, (title, method, per_label) in zip(axes, panels):
         for lb, arr in per_label.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -235,18 +266,19 @@ def plot_loss_curves(curves: Sequence[tuple[str, dict[str, np.ndarray]]], colors
             x = np.arange(mean.size)
             col = colors.get(lb)
             ax.plot(x, mean, color=col, lw=2, label=f"{lb} ({arr.shape[0]} episodes)",
-                    marker=_marker(lb) if mean.size <= 12 else None)
+                    marker=_marker(lb, markers) if mean.size <= 12 else None)
             if np.isfinite(half).any():
                 ax.fill_between(x, mean - half, mean + half, color=col, alpha=0.2, lw=0)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("fine-tuning step (loss before the step's update)")
-        ax.set_ylabel("training loss on the support set")
-        ax.set_title(_wrap(title, 52), fontsize=10)
+        ax.set_xlabel("fine-tuning step (loss before the step's update)", fontsize=9)
+        ax.set_ylabel("training loss on the support set", fontsize=9)
+        ax.set_title(_wrap(f"{method}: {title}", 46), fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.25)
-    _suptitle(fig, "Fine-tuning loss curves: mean over episodes, band = 95% CI\n"
-                 "(each method's own objective; SCHaNe adds its contrastive term)", 11)
-    return save(fig, stem)
+    _suptitle(fig, "Fine-tuning loss curves: mean over episodes, band = 95% CI; one panel and "
+                   "y axis per method (each method's own objective; SCHaNe adds its contrastive "
+                   "term, so the scales differ)", 11)
+    return fig
 
 
 def plot_hyperparameter(panels: Sequence[tuple], stem: Path) -> list[Path]:

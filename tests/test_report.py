@@ -511,3 +511,61 @@ def test_latex_tables_compile_in_an_article(example_latex, tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "Overfull \\hbox" not in proc.stdout
+
+
+# --------------------------------------------------------------------------------------
+# Display names: --label
+# --------------------------------------------------------------------------------------
+
+
+def test_label_option_renames_methods_in_every_table_and_figure(tmp_path, monkeypatch):
+    runs = [write_run(tmp_path / f"lam{lam}", {"protonet": accuracies(30, 0.45, 0),
+                                               "ce": accuracies(30, 0.5, 1),
+                                               "schane": accuracies(30, 0.5 + lam / 10, 2)},
+                      lam=lam, curves=3)
+            for lam in (0.5, 0.9)]
+    out = tmp_path / "rep"
+    result = invoke(["report", *map(str, runs), "--out", str(out), "--label", "ce=CE",
+                     "--label", "schane=SCHaNe", "--label", "protonet=ProtoNet",
+                     "--label", "schane(lambda=0.9)=SCHaNe, λ=0.9", "--format", "md,latex,html,csv"])
+    assert result.exit_code == 0, explain(result)
+    md = (out / "main_table.md").read_text()
+    header = [h.strip() for h in md.splitlines()[0].strip("|").split("|")]
+    assert header[-4:] == ["ProtoNet", "CE", "SCHaNe(lambda=0.5)", "SCHaNe, λ=0.9"]
+    assert "SCHaNe(lambda=0.5) \u2212 CE" in (out / "paired_table.md").read_text()
+    assert "SCHaNe(lambda=0.5) $-$ CE" in (out / "paired_table.tex").read_text()
+    assert "SCHaNe(lambda=0.5) - CE" in result.stdout
+    page = (out / "report.html").read_text()
+    assert "ProtoNet" in page and ">schane" not in page
+    # the CSV files keep the labels (stable keys for scripts)
+    assert "schane(lambda=0.5)" in set(pd.read_csv(out / "main_table.csv")["label"])
+    # figures: legends and titles carry the names
+    from fewshot_bench import plots
+
+    seen = []
+    orig = plots.save
+
+    def spy(fig, stem):
+        seen.append({t.get_text() for ax in fig.axes for t in
+                     [*(ax.get_legend().get_texts() if ax.get_legend() else []), ax.title,
+                      ax.xaxis.label, ax.yaxis.label]})
+        return orig(fig, stem)
+
+    monkeypatch.setattr(plots, "save", spy)
+    build_report(runs, tmp_path / "rep2", ["md"], names={"ce": "CE", "schane": "SCHaNe", "protonet": "ProtoNet"})
+    texts = " ".join(t for s in seen for t in s)
+    assert "CE" in texts and "SCHaNe(lambda=0.9)" in texts and "ProtoNet" in texts
+    assert not re.search(r"\b(ce|schane|protonet)\b", texts), texts
+
+
+def test_label_option_mistakes_exit_2(tmp_path):
+    run = write_run(tmp_path / "run", {"ce": accuracies(10, 0.5, 1), "schane": accuracies(10, 0.6, 2)})
+    for bad, words in ((["--label", "cee=CE"], "no column or method"), (["--label", "ce"], "lacks '='"),
+                       (["--label", "ce=X", "--label", "schane=X"], "both as 'X'"),
+                       (["--label", "ce="], "empty name")):
+        result = invoke(["report", str(run), "--out", str(tmp_path / "rep"), "--no-figures", *bad])
+        assert result.exit_code == 2 and words in result.stderr, explain(result)
+    # a display name works with --pair
+    result = invoke(["report", str(run), "--out", str(tmp_path / "rep"), "--no-figures",
+                     "--label", "ce=CE", "--pair", "CE", "schane"])
+    assert result.exit_code == 0 and "schane - CE" in result.stdout, explain(result)

@@ -64,7 +64,7 @@ def embedding_table_view(merged: Merged, emb: pd.DataFrame) -> Table:
     rows = []
     for r in emb.itertuples(index=False):
         d = r._asdict()
-        rows.append(merged.setting_cells(d["setting_id"]) + [d["label"], str(d["episodes"])]
+        rows.append(merged.setting_cells(d["setting_id"]) + [merged.name(d["label"]), str(d["episodes"])]
                     + [_fmt_score(d[c], d[f"{c}_ci95"]) for c in SCORES])
     n = len(merged.shown)
     return Table(headers, rows, merged.setting_align() + "l" + "r" * (1 + len(SCORES)),

@@ -40,6 +40,7 @@ class Merged:
     notes: list[str]
     names: dict[str, str] = field(default_factory=dict)  # label -> display name (`--label`)
     dataset_names: dict[str, str] = field(default_factory=dict)  # dataset value -> how tables show it
+    method_names: dict[str, str] = field(default_factory=dict)  # method -> display name (`--label`)
 
     def name(self, label: str) -> str:
         """The display name of `label` (its `--label` name, else the label itself)."""
@@ -187,6 +188,49 @@ def merge_runs(runs: Sequence[Run]) -> Merged:
     rows = pd.concat(frames, ignore_index=True)
     return Merged(runs=list(runs), entries=kept, settings=settings, shown=shown, labels=labels,
                   label_info=label_info, rows=rows, notes=notes, dataset_names=dataset_names)
+
+
+def display_names(merged: Merged, names: dict[str, str] | None) -> dict[str, str]:
+    """label -> display name from `names` (`bench report --label KEY=NAME`): KEY is a column
+    label (`schane(lambda=0.5)`), or a method, whose name then replaces the method part of
+    each of its labels (`schane=SCHaNe`: `SCHaNe(lambda=0.5)`); an exact label wins. A KEY
+    no column or method has, an empty NAME, or two columns shown alike: BenchError."""
+    names = dict(names or {})
+    methods = {i["method"] for i in merged.label_info.values()}
+    unknown = [k for k in names if k not in merged.label_info and k not in methods]
+    if unknown:
+        raise BenchError(f"--label {unknown[0]}=...: no column or method of that name. Columns: "
+                         f"{', '.join(merged.labels)}; methods: {', '.join(sorted(methods))}.")
+    empty = [k for k, v in names.items() if not str(v).strip()]
+    if empty:
+        raise BenchError(f"--label {empty[0]}= gives an empty name; write --label {empty[0]}=NAME.")
+    out = {}
+    for lb in merged.labels:
+        m = merged.label_info[lb]["method"]
+        if lb in names:
+            out[lb] = str(names[lb])
+        elif m in names and lb.startswith(m):
+            out[lb] = str(names[m]) + lb[len(m):]
+    shown: dict[str, str] = {}
+    for lb in merged.labels:
+        name = out.get(lb, lb)
+        if name in shown:
+            raise BenchError(f"--label would show {shown[name]} and {lb} both as {name!r}; give them "
+                             "different names.")
+        shown[name] = lb
+    return out
+
+
+def parse_label_option(value: str) -> tuple[str, str]:
+    """KEY=NAME of `--label`, split at the first "=" outside parentheses (a label such as
+    `schane(lambda=0.5)` holds "=" in its parentheses; NAME may hold any)."""
+    depth = 0
+    for i, ch in enumerate(value):
+        depth += (ch == "(") - (ch == ")")
+        if ch == "=" and depth == 0:
+            return value[:i].strip(), value[i + 1:].strip()
+    raise BenchError(f"--label {value!r} lacks '='; write --label KEY=NAME, e.g. --label ce=CE "
+                     "--label schane=SCHaNe.")
 
 
 def _results_of(e: Entry) -> pd.DataFrame:

@@ -222,7 +222,7 @@ def _with_setting_columns(merged: Merged, t: pd.DataFrame) -> pd.DataFrame:
 def main_table_view(merged: Merged, acc: pd.DataFrame) -> Table:
     """Rows: settings; columns: labels; cells "62.41 +- 0.83", best bold."""
     labels = [lb for lb in merged.labels if lb in set(acc["label"])]
-    headers = [h for _, h in merged.shown] + labels
+    headers = [h for _, h in merged.shown] + [merged.name(lb) for lb in labels]
     rows, bold = [], set()
     for i, sid in enumerate(pd.unique(acc["setting_id"])):
         g = acc[acc["setting_id"] == sid].set_index("label")
@@ -250,7 +250,7 @@ def runs_table_view(merged: Merged) -> Table:
     headers = ["run", "setting", "episode file", "content hash", "columns", "finished", "git commit"]
     rows = []
     for r in merged.runs:
-        cols = [e.label for e in merged.entries if e.run is r]
+        cols = [merged.name(e.label) for e in merged.entries if e.run is r]
         git = (r.record.get("git") or {})
         commit = (git.get("commit") or "-")[:10] + (" (dirty)" if git.get("dirty") else "")
         sid = next((e.setting_id for e in merged.entries if e.run is r), None)
