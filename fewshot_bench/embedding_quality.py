@@ -42,6 +42,7 @@ __all__ = [
     "pca_2d",
     "episode_scores",
     "load_embeddings",
+    "load_class_names",
     "embedding_scores",
     "SCORES",
 ]
@@ -197,6 +198,16 @@ def load_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str,
             raise BenchError(f"{path}: z_{m} has shape {arr.shape}, expected "
                              f"[{episodes.size}, {labels.size}, D]; the file is damaged.")
     return episodes, labels, per_method
+
+
+def load_class_names(path: str | Path) -> np.ndarray | None:
+    """The class names [E, N] of the saved episodes (episode class j of saved episode i),
+    or None for a file written before they were saved (or unreadable ones)."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as z:
+            return np.asarray(z["class_names"]).astype(str) if "class_names" in z.files else None
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def embedding_scores(embeddings: np.ndarray, labels: np.ndarray, episodes=None) -> pd.DataFrame:

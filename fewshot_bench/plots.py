@@ -28,6 +28,9 @@ __all__ = [
     "method_marker",
     "plot_accuracy",
     "plot_paired_scatter",
+    "paired_scatter_figure",
+    "loss_curves_figure",
+    "embeddings_pca_figure",
     "plot_differences",
     "plot_loss_curves",
     "plot_hyperparameter",
@@ -35,7 +38,7 @@ __all__ = [
     "save",
 ]
 
-DPI = 110
+DPI = 300  # PNG resolution: print quality (the PDFs are vector graphics)
 _BASE = {"protonet": "#6f6f6f", "ce": "#1f77b4", "schane": "#d95f02", "schane-perpos": "#7570b3"}
 _SHADES = {"ce": "Blues", "schane": "Oranges"}
 _MARKERS = {"protonet": "s", "ce": "o", "schane": "^"}
@@ -159,8 +162,18 @@ def _jitter(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def plot_paired_scatter(panels: Sequence[PairPanel], colors: dict[str, str], stem: Path) -> list[Path]:
-    """Per-episode accuracy of a (x) against b (y), one point per episode, with the diagonal;
-    points are jittered by under half an accuracy step and drawn translucent."""
+    """Per-episode accuracy of a against b (`paired_scatter_figure`), saved as PNG and PDF."""
+    return save(paired_scatter_figure(panels, colors), stem)
+
+
+TIE_COLOR = "#1b1b1b"
+
+
+def paired_scatter_figure(panels: Sequence[PairPanel], colors: dict[str, str]) -> Figure:
+    """Per-episode accuracy of a (x) against b (y), one point per episode, with the diagonal.
+    Wins and losses are jittered by under half an accuracy step and drawn translucent; ties
+    lie exactly on the diagonal, so they are drawn on top of it, unjittered, as dark
+    diamonds whose area grows with the number of tied episodes at that accuracy."""
     fig, axes = _grid(len(panels), 4.8, 4.8)
     rng = np.random.default_rng(0)
     for ax, p in zip(axes, panels):
@@ -169,23 +182,36 @@ def plot_paired_scatter(panels: Sequence[PairPanel], colors: dict[str, str], ste
         hi = float(max(p.xa.max(initial=0), p.xb.max(initial=0)))
         pad = max(0.05 * (hi - lo), 2.0)
         jx, jy = _jitter(p.xa, rng), _jitter(p.xb, rng)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="#8c8c8c", lw=1, ls="--",
+                label="equal accuracy (y = x)", zorder=1)
         for mask, col, name in ((d > 0, colors.get(p.b, "#d95f02"), f"{p.b} better: {p.wins}"),
-                                (d == 0, "#9a9a9a", f"tie: {p.ties}"),
                                 (d < 0, colors.get(p.a, "#1f77b4"), f"{p.a} better: {p.losses}")):
-            ax.scatter(jx[mask], jy[mask], s=14, alpha=0.45, color=col, edgecolors="none", label=name)
-        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="black", lw=1, ls="--",
-                label="equal accuracy (y = x)")
+            ax.scatter(jx[mask], jy[mask], s=14, alpha=0.45, color=col, edgecolors="none", label=name,
+                       zorder=2)
+        tied, counts = np.unique(np.round(p.xa[d == 0], 6), return_counts=True)
+        ax.scatter(tied, tied, s=12 + 10 * counts, marker="D", color=TIE_COLOR, edgecolors="white",
+                   linewidths=0.6, alpha=0.9, zorder=3,
+                   label=f"tie: {p.ties} (on y = x; area ∝ episodes)")
         ax.set_xlim(lo - pad, hi + pad)
         ax.set_ylim(lo - pad, hi + pad)
         ax.set_aspect("equal")
         ax.set_xlabel(f"{p.a}: accuracy per episode (%)")
         ax.set_ylabel(f"{p.b}: accuracy per episode (%)")
-        ax.set_title(_wrap(f"{p.title}\n{p.b} − {p.a} = {p.mean_diff:+.2f} ± {p.ci95:.2f} pts "
+        ax.set_title(_wrap(f"{p.title}\n{p.b} − {p.a} = {_signed(p.mean_diff)} ± {p.ci95:.2f} pts "
                            f"({len(p.xa)} episodes)", 48), fontsize=10)
-        ax.legend(fontsize=8, loc="lower right", markerscale=1.5)
+        leg = ax.legend(fontsize=8, loc="lower right")
+        for h in leg.legend_handles:  # legend markers of one size, whatever the counts
+            if hasattr(h, "set_sizes"):
+                h.set_sizes([30])
         ax.grid(alpha=0.25)
-    _suptitle(fig, "Paired per-episode accuracy (one point per episode, jittered)", 12)
-    return save(fig, stem)
+    _suptitle(fig, "Paired per-episode accuracy (one point per episode, jittered; ties on the "
+                   "diagonal)", 12)
+    return fig
+
+
+def _signed(x: float, digits: int = 2) -> str:
+    """`x` with its sign, a real minus sign (U+2212) for negative values."""
+    return f"{x:+.{digits}f}".replace("-", "\u2212")
 
 
 def plot_differences(panels: Sequence[PairPanel], colors: dict[str, str], stem: Path) -> list[Path]:
@@ -204,8 +230,8 @@ def plot_differences(panels: Sequence[PairPanel], colors: dict[str, str], stem: 
         col = colors.get(p.b, "#d95f02")
         if np.isfinite(p.ci95):
             ax.axvspan(p.mean_diff - p.ci95, p.mean_diff + p.ci95, color=col, alpha=0.25,
-                       label=f"95% CI [{p.mean_diff - p.ci95:+.2f}, {p.mean_diff + p.ci95:+.2f}]")
-        ax.axvline(p.mean_diff, color=col, lw=2, label=f"mean {p.mean_diff:+.2f} pts")
+                       label=f"95% CI [{_signed(p.mean_diff - p.ci95)}, {_signed(p.mean_diff + p.ci95)}]")
+        ax.axvline(p.mean_diff, color=col, lw=2, label=f"mean {_signed(p.mean_diff)} pts")
         ax.axvline(0, color="black", lw=1, ls="--", label="no difference")
         ax.set_xlabel(f"{p.b} − {p.a}: accuracy difference per episode (percentage points)", fontsize=9)
         ax.set_ylabel("number of episodes")
@@ -312,15 +338,28 @@ def plot_hyperparameter(panels: Sequence[tuple], stem: Path) -> list[Path]:
 
 
 def plot_embeddings_pca(panels: Sequence[tuple[str, np.ndarray, np.ndarray, dict]], title: str,
-                        stem: Path) -> list[Path]:
+                        stem: Path, class_names: Sequence[str] | None = None) -> list[Path]:
+    """One episode's query embeddings per label (`embeddings_pca_figure`), saved as PNG and PDF."""
+    return save(embeddings_pca_figure(panels, title, class_names), stem)
+
+
+def embeddings_pca_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, dict]], title: str,
+                          class_names: Sequence[str] | None = None) -> Figure:
     """One episode's query embeddings per label, side by side: first two principal components
-    (fitted per label), coloured by class. `panels`: [(label, X [n, D], y [n], scores)]."""
+    (fitted per label), coloured by class. `panels`: [(label, X [n, D], y [n], scores)];
+    `class_names[c]`: the name of episode class c (the legend says "class c" without)."""
     from .embedding_quality import pca_2d
 
     fig, axes = _grid(len(panels), 4.2, 4.3, max_cols=4)
     classes = np.unique(np.concatenate([np.asarray(y) for _, _, y, _ in panels]))
     cmap = colormaps["tab10"]
     markers = "osD^vP*Xh<"
+
+    def name(c) -> str:
+        if class_names is not None and 0 <= int(c) < len(class_names):
+            return str(class_names[int(c)])
+        return f"class {c}"
+
     for ax, (label, x, y, scores) in zip(axes, panels):
         coords, frac = pca_2d(x)
         y = np.asarray(y)
@@ -328,7 +367,7 @@ def plot_embeddings_pca(panels: Sequence[tuple[str, np.ndarray, np.ndarray, dict
             m = y == c
             ax.scatter(coords[m, 0], coords[m, 1], s=30, alpha=0.8, color=cmap(k % 10),
                        marker=markers[k % len(markers)], edgecolors="white", linewidths=0.4,
-                       label=f"class {c}")
+                       label=name(c))
         sub = ""
         if scores:
             sub = (f"\neigen-entropy isotropy {scores.get('isotropy_entropy', float('nan')):.2f} · "
@@ -338,6 +377,9 @@ def plot_embeddings_pca(panels: Sequence[tuple[str, np.ndarray, np.ndarray, dict
         ax.set_ylabel(f"PC2 ({frac[1]:.0%} of variance)")
         ax.grid(alpha=0.25)
         ax.set_aspect("equal", adjustable="datalim")
-    axes[0].legend(fontsize=8, title="query class", loc="best")
+    # one legend for all panels, under them: class names can be long
+    handles, texts = axes[0].get_legend_handles_labels()
+    fig.legend(handles, [_wrap(t, 28) for t in texts], title="query class", fontsize=8,
+               loc="outside lower center", ncols=min(len(texts), 5 if len(panels) > 1 else 3))
     _suptitle(fig, f"Query embeddings, 2-D PCA per method: {title}", 11)
-    return save(fig, stem)
+    return fig

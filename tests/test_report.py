@@ -338,6 +338,14 @@ def test_report_of_a_real_tiny_run(tiny, tmp_path):
     emb = pd.read_csv(rep_dir / "embedding_quality.csv")
     assert list(emb["label"]) == ["protonet", "ce", "schane"] and (emb["episodes"] == 2).all()
     assert emb[["isotropy_entropy", "isotropy_partition"]].gt(0).all().all()
+    # the run saved each episode's class names for the PCA legend
+    from fewshot_bench.embedding_quality import load_class_names
+    from fewshot_bench.report import embedding_table
+
+    names = load_class_names(out / "embeddings.npz")
+    assert names.shape == (2, 5) and all(n and not n.isdigit() for n in names.ravel())
+    _, pca = embedding_table(merge_runs([load_run(out)]))
+    assert [it[4] for it in next(iter(pca.values()))] == [list(names[0])] * 3
     figs = sorted(p.name for p in (rep_dir / "figures").iterdir())
     for stem in ("accuracy", "paired_scatter", "paired_differences", "loss_curves"):
         assert f"{stem}.png" in figs and f"{stem}.pdf" in figs

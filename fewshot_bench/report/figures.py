@@ -81,13 +81,15 @@ def _figures(merged: Merged, acc: pd.DataFrame, paired: pd.DataFrame,
     for sid, items in pca.items():
         from ..embedding_quality import episode_scores
 
-        panels = [(name(label), x, y, episode_scores(x, y)) for label, x, y, _ in items]
+        panels = [(name(label), x, y, episode_scores(x, y)) for label, x, y, _, _ in items]
         ep = items[0][3]
+        # class names, when every panel shows the same episode and its run saved them
+        names = items[0][4] if all(it[3] == ep and it[4] == items[0][4] for it in items) else None
         slug = merged.settings.loc[sid, "slug"]
         out.append(("embeddings", f"Query embeddings of episode {ep} ({titles[sid]}), first two "
                     "principal components per method, coloured by class.",
                     plots.plot_embeddings_pca(panels, f"{titles[sid]}, episode {ep}",
-                                              fig_dir / f"embeddings_pca_{slug}")[0]))
+                                              fig_dir / f"embeddings_pca_{slug}", class_names=names)[0]))
     return out
 
 
