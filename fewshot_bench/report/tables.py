@@ -1,9 +1,8 @@
-"""`Table` (one table, written as Markdown, text, LaTeX or HTML) and the accuracy and runs
-tables of a merge."""
+"""`Table` (one table, written as Markdown, text or LaTeX; the HTML page renders it in its
+Jinja2 template) and the accuracy and runs tables of a merge."""
 
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass, field
 
@@ -89,20 +88,6 @@ class Table:
                   for i, r in enumerate(self.rows)]
         lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
         return "\n".join(lines) + "\n"
-
-    def html(self) -> str:
-        def cell(i, j, c):
-            c = html.escape(_minus(c)).replace(" +- ", " ± ")
-            return f"<strong>{c}</strong>" if (i, j) in self.bold else c
-
-        al = {"l": "left", "r": "right"}
-        head = "".join(f'<th style="text-align:{al[a]}">{html.escape(_minus(h))}</th>'
-                       for h, a in zip(self.headers, self.align))
-        body = "".join(
-            "<tr>" + "".join(f'<td style="text-align:{al[a]}">{cell(i, j, c)}</td>'
-                             for j, (c, a) in enumerate(zip(r, self.align))) + "</tr>"
-            for i, r in enumerate(self.rows))
-        return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>{body}</tbody>\n</table>\n"
 
 
 # A hyphen that is a minus sign: before a number ("-0.00", "=-1"), or alone between spaces
