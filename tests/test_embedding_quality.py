@@ -100,6 +100,7 @@ def test_silhouette_matches_a_slow_loop(rng):
         sil.append((b - a) / max(a, b))
     assert class_separation(x, y) == pytest.approx(np.mean(sil), rel=1e-10)
     assert math.isnan(class_separation(x, np.zeros(12)))
+    assert class_separation(x, np.arange(12)) == 0.0  # every point alone in its class
 
 
 def test_pca_2d_projects_on_the_main_directions(rng):
