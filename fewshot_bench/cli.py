@@ -388,17 +388,24 @@ def check_cmd(ctx: click.Context, run_dir: str, baseline_file: str, alpha: float
                    "'schane(lambda=0.5)'); repeatable. Refused when A and B were scored on "
                    "different episode files. Default: CE vs SCHaNe, and each method vs ProtoNet.")
 @click.option("--title", default=None, help="Report title.")
+@click.option("--label", "labels", multiple=True, metavar="KEY=NAME",
+              help="Show a method or column as NAME in every table and figure, e.g. --label ce=CE "
+                   "--label schane=SCHaNe (a method's name replaces it in each of its columns: "
+                   "SCHaNe(lambda=0.5)) or --label 'schane(lambda=0.5)=SCHaNe'; repeatable. The "
+                   "CSV files keep the labels.")
 @click.option("--no-figures", is_flag=True, help="Tables only (faster).")
 def report(run_dirs: tuple[str, ...], out: str, formats: str, pairs: tuple, title: str | None,
-           no_figures: bool) -> None:
+           labels: tuple[str, ...], no_figures: bool) -> None:
     """Merge run folders into comparison tables, figures and an HTML/Markdown report.
 
     RUN_DIRS are folders written by `bench run` (or folders holding them, e.g. results/).
     Methods are paired only on identical episode files (same content hash)."""
     from .report import build_report, parse_formats
+    from .report.merge import parse_label_option
 
+    names = dict(parse_label_option(v) for v in labels)
     result = build_report(run_dirs, out, parse_formats(formats), pairs=list(pairs) or None,
-                          title=title, figures=not no_figures)
+                          title=title, figures=not no_figures, names=names)
     click.echo(result.text)
 
 

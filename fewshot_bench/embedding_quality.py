@@ -21,7 +21,8 @@ embeddings X [n, D] (rows are points) with episode-local labels y [n]:
   smallest mean distance to another class; a point alone in its class scores 0. In [-1, 1];
   higher means tighter, better separated classes.
 
-Everything is computed in float64 with numpy; nothing here needs torch or scikit-learn.
+Everything is computed in float64: the silhouette by scikit-learn, the spectra (isotropy,
+PCA) with numpy's eigh of the smaller Gram matrix; nothing here needs torch.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "pca_2d",
     "episode_scores",
     "load_embeddings",
+    "load_class_names",
     "embedding_scores",
     "SCORES",
 ]
@@ -125,31 +127,21 @@ def _logsumexp(a: np.ndarray) -> np.ndarray:
 
 
 def class_separation(x, labels) -> float:
-    """Mean silhouette with cosine distance (1 - cosine similarity); in [-1, 1].
+    """Mean silhouette with cosine distance (1 - cosine similarity); in [-1, 1]
+    (sklearn.metrics.silhouette_score). nan when there are fewer than 2 classes; 0 when
+    every point is alone in its class (each such point scores 0)."""
+    from sklearn.metrics import silhouette_score
 
-    nan when there are fewer than 2 classes.
-    """
     x = _as_points(x)
     y = np.asarray(labels).reshape(-1)
     if y.size != x.shape[0]:
         raise BenchError(f"{x.shape[0]} embeddings but {y.size} labels.")
-    classes = np.unique(y)
-    if classes.size < 2:
+    n_classes = np.unique(y).size
+    if n_classes < 2:
         return math.nan
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    u = x / np.maximum(norms, _EPS)
-    dist = np.clip(1.0 - u @ u.T, 0.0, 2.0)
-    onehot = (y[:, None] == classes[None, :]).astype(np.float64)  # [n, C]
-    counts = onehot.sum(axis=0)
-    sums = dist @ onehot  # [n, C]: summed distance of each point to each class
-    own = onehot.astype(bool)
-    own_count = counts[np.argmax(onehot, axis=1)]
-    a = np.where(own_count > 1, (sums * onehot).sum(axis=1) / np.maximum(own_count - 1, 1), 0.0)
-    other = np.where(own, np.inf, sums / counts[None, :])
-    b = other.min(axis=1)
-    denom = np.maximum(a, b)
-    sil = np.where((own_count > 1) & (denom > 0), (b - a) / np.where(denom > 0, denom, 1.0), 0.0)
-    return float(sil.mean())
+    if n_classes == y.size:  # sklearn refuses this case
+        return 0.0
+    return float(silhouette_score(x, y, metric="cosine"))
 
 
 def pca_2d(x) -> tuple[np.ndarray, np.ndarray]:
@@ -197,6 +189,16 @@ def load_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str,
             raise BenchError(f"{path}: z_{m} has shape {arr.shape}, expected "
                              f"[{episodes.size}, {labels.size}, D]; the file is damaged.")
     return episodes, labels, per_method
+
+
+def load_class_names(path: str | Path) -> np.ndarray | None:
+    """The class names [E, N] of the saved episodes (episode class j of saved episode i),
+    or None for a file written before they were saved (or unreadable ones)."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as z:
+            return np.asarray(z["class_names"]).astype(str) if "class_names" in z.files else None
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def embedding_scores(embeddings: np.ndarray, labels: np.ndarray, episodes=None) -> pd.DataFrame:

@@ -25,8 +25,12 @@ from scipy import stats
 __all__ = [
     "PairPanel",
     "label_colors",
+    "method_marker",
     "plot_accuracy",
     "plot_paired_scatter",
+    "paired_scatter_figure",
+    "loss_curves_figure",
+    "embeddings_pca_figure",
     "plot_differences",
     "plot_loss_curves",
     "plot_hyperparameter",
@@ -34,7 +38,7 @@ __all__ = [
     "save",
 ]
 
-DPI = 110
+DPI = 300  # PNG resolution: print quality (the PDFs are vector graphics)
 _BASE = {"protonet": "#6f6f6f", "ce": "#1f77b4", "schane": "#d95f02", "schane-perpos": "#7570b3"}
 _SHADES = {"ce": "Blues", "schane": "Oranges"}
 _MARKERS = {"protonet": "s", "ce": "o", "schane": "^"}
@@ -92,8 +96,15 @@ def label_colors(labels: Sequence[str], methods: dict[str, str]) -> dict[str, st
     return out
 
 
-def _marker(label: str) -> str:
-    return _MARKERS.get(label.split("(")[0].split("@")[0], "D")
+def method_marker(method: str) -> str:
+    """The marker of a method's points and curves (ProtoNet square, CE circle, SCHaNe triangle)."""
+    return _MARKERS.get(method, "D")
+
+
+def _marker(label: str, markers: dict[str, str] | None = None) -> str:
+    if markers and label in markers:
+        return markers[label]
+    return method_marker(label.split("(")[0].split("@")[0])
 
 
 def _grid(n: int, width: float = 4.6, height: float = 4.0, max_cols: int = 3):
@@ -117,8 +128,9 @@ def _suptitle(fig: Figure, text: str, size: float = 12) -> None:
 
 
 def plot_accuracy(acc: pd.DataFrame, titles: dict, labels: Sequence[str], colors: dict[str, str],
-                  stem: Path) -> list[Path]:
-    """Mean accuracy with 95% CI error bars: one group per setting, one marker per label."""
+                  stem: Path, markers: dict[str, str] | None = None) -> list[Path]:
+    """Mean accuracy with 95% CI error bars: one group per setting, one marker per label
+    (`markers`: label -> marker; default by the label's method name)."""
     sids = list(pd.unique(acc["setting_id"]))
     present = [lb for lb in labels if lb in set(acc["label"])]
     fig = Figure(figsize=(max(6.0, 1.5 + 1.9 * len(sids) + 0.25 * len(present)), 4.8),
@@ -131,7 +143,7 @@ def plot_accuracy(acc: pd.DataFrame, titles: dict, labels: Sequence[str], colors
         ys = [g.loc[s, "mean"] for s in sids if s in g.index]
         es = [g.loc[s, "ci95"] for s in sids if s in g.index]
         es = [0.0 if not np.isfinite(e) else e for e in es]
-        ax.errorbar(xs, ys, yerr=es, fmt=_marker(lb), color=colors.get(lb), capsize=4, ms=7,
+        ax.errorbar(xs, ys, yerr=es, fmt=_marker(lb, markers), color=colors.get(lb), capsize=4, ms=7,
                     lw=1.6, label=lb)
     ax.set_xticks(range(len(sids)))
     ax.set_xticklabels([titles[s].replace(" · ", "\n", 2) for s in sids], fontsize=9)
@@ -150,8 +162,18 @@ def _jitter(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def plot_paired_scatter(panels: Sequence[PairPanel], colors: dict[str, str], stem: Path) -> list[Path]:
-    """Per-episode accuracy of a (x) against b (y), one point per episode, with the diagonal;
-    points are jittered by under half an accuracy step and drawn translucent."""
+    """Per-episode accuracy of a against b (`paired_scatter_figure`), saved as PNG and PDF."""
+    return save(paired_scatter_figure(panels, colors), stem)
+
+
+TIE_COLOR = "#1b1b1b"
+
+
+def paired_scatter_figure(panels: Sequence[PairPanel], colors: dict[str, str]) -> Figure:
+    """Per-episode accuracy of a (x) against b (y), one point per episode, with the diagonal.
+    Wins and losses are jittered by under half an accuracy step and drawn translucent; ties
+    lie exactly on the diagonal, so they are drawn on top of it, unjittered, as dark
+    diamonds whose area grows with the number of tied episodes at that accuracy."""
     fig, axes = _grid(len(panels), 4.8, 4.8)
     rng = np.random.default_rng(0)
     for ax, p in zip(axes, panels):
@@ -160,23 +182,36 @@ def plot_paired_scatter(panels: Sequence[PairPanel], colors: dict[str, str], ste
         hi = float(max(p.xa.max(initial=0), p.xb.max(initial=0)))
         pad = max(0.05 * (hi - lo), 2.0)
         jx, jy = _jitter(p.xa, rng), _jitter(p.xb, rng)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="#8c8c8c", lw=1, ls="--",
+                label="equal accuracy (y = x)", zorder=1)
         for mask, col, name in ((d > 0, colors.get(p.b, "#d95f02"), f"{p.b} better: {p.wins}"),
-                                (d == 0, "#9a9a9a", f"tie: {p.ties}"),
                                 (d < 0, colors.get(p.a, "#1f77b4"), f"{p.a} better: {p.losses}")):
-            ax.scatter(jx[mask], jy[mask], s=14, alpha=0.45, color=col, edgecolors="none", label=name)
-        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="black", lw=1, ls="--",
-                label="equal accuracy (y = x)")
+            ax.scatter(jx[mask], jy[mask], s=14, alpha=0.45, color=col, edgecolors="none", label=name,
+                       zorder=2)
+        tied, counts = np.unique(np.round(p.xa[d == 0], 6), return_counts=True)
+        ax.scatter(tied, tied, s=12 + 10 * counts, marker="D", color=TIE_COLOR, edgecolors="white",
+                   linewidths=0.6, alpha=0.9, zorder=3,
+                   label=f"tie: {p.ties} (on y = x; area ∝ episodes)")
         ax.set_xlim(lo - pad, hi + pad)
         ax.set_ylim(lo - pad, hi + pad)
         ax.set_aspect("equal")
         ax.set_xlabel(f"{p.a}: accuracy per episode (%)")
         ax.set_ylabel(f"{p.b}: accuracy per episode (%)")
-        ax.set_title(_wrap(f"{p.title}\n{p.b} − {p.a} = {p.mean_diff:+.2f} ± {p.ci95:.2f} pts "
+        ax.set_title(_wrap(f"{p.title}\n{p.b} − {p.a} = {_signed(p.mean_diff)} ± {p.ci95:.2f} pts "
                            f"({len(p.xa)} episodes)", 48), fontsize=10)
-        ax.legend(fontsize=8, loc="lower right", markerscale=1.5)
+        leg = ax.legend(fontsize=8, loc="lower right")
+        for h in leg.legend_handles:  # legend markers of one size, whatever the counts
+            if hasattr(h, "set_sizes"):
+                h.set_sizes([30])
         ax.grid(alpha=0.25)
-    _suptitle(fig, "Paired per-episode accuracy (one point per episode, jittered)", 12)
-    return save(fig, stem)
+    _suptitle(fig, "Paired per-episode accuracy (one point per episode, jittered; ties on the "
+                   "diagonal)", 12)
+    return fig
+
+
+def _signed(x: float, digits: int = 2) -> str:
+    """`x` with its sign, a real minus sign (U+2212) for negative values."""
+    return f"{x:+.{digits}f}".replace("-", "\u2212")
 
 
 def plot_differences(panels: Sequence[PairPanel], colors: dict[str, str], stem: Path) -> list[Path]:
@@ -195,8 +230,8 @@ def plot_differences(panels: Sequence[PairPanel], colors: dict[str, str], stem: 
         col = colors.get(p.b, "#d95f02")
         if np.isfinite(p.ci95):
             ax.axvspan(p.mean_diff - p.ci95, p.mean_diff + p.ci95, color=col, alpha=0.25,
-                       label=f"95% CI [{p.mean_diff - p.ci95:+.2f}, {p.mean_diff + p.ci95:+.2f}]")
-        ax.axvline(p.mean_diff, color=col, lw=2, label=f"mean {p.mean_diff:+.2f} pts")
+                       label=f"95% CI [{_signed(p.mean_diff - p.ci95)}, {_signed(p.mean_diff + p.ci95)}]")
+        ax.axvline(p.mean_diff, color=col, lw=2, label=f"mean {_signed(p.mean_diff)} pts")
         ax.axvline(0, color="black", lw=1, ls="--", label="no difference")
         ax.set_xlabel(f"{p.b} − {p.a}: accuracy difference per episode (percentage points)", fontsize=9)
         ax.set_ylabel("number of episodes")
@@ -221,13 +256,35 @@ def _band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plot_loss_curves(curves: Sequence[tuple[str, dict[str, np.ndarray]]], colors: dict[str, str],
-                     stem: Path) -> list[Path]:
-    """Training loss per fine-tuning step: mean over episodes with a 95% CI band, per label,
-    one panel per setting. `curves`: [(title, {label: array [episodes, steps]})]."""
+                     stem: Path, markers: dict[str, str] | None = None,
+                     methods: dict[str, str] | None = None) -> list[Path]:
+    """Training loss per fine-tuning step (`loss_curves_figure`), saved as PNG and PDF."""
+    return save(loss_curves_figure(curves, colors, markers, methods), stem)
+
+
+def loss_curves_figure(curves: Sequence[tuple[str, dict[str, np.ndarray]]], colors: dict[str, str],
+                       markers: dict[str, str] | None = None,
+                       methods: dict[str, str] | None = None) -> Figure:
+    """Training loss per fine-tuning step: mean over episodes with a 95% CI band, one panel
+    per (setting, method) with the method's labels (e.g. a lambda sweep) in it, each panel
+    on its own y axis: the methods' objectives differ in scale (CE about 0.05 after a few
+    steps, SCHaNe's contrastive term about 3), so one shared axis would flatten CE.
+    `curves`: [(setting title, {label: array [episodes, steps]})]; `methods`: label ->
+    method (default: the label up to "(" or "@")."""
     import warnings
 
-    fig, axes = _grid(len(curves), 5.2, 3.9)
-    for ax, (title, per_label) in zip(axes, curves):
+    def method_of(lb: str) -> str:
+        return (methods or {}).get(lb) or lb.split("(")[0].split("@")[0]
+
+    panels = []  # (setting title, method, {label: array})
+    for title, per_label in curves:
+        groups: dict[str, dict[str, np.ndarray]] = {}
+        for lb, arr in per_label.items():
+            groups.setdefault(method_of(lb), {})[lb] = arr
+        panels += [(title, m, g) for m, g in groups.items()]
+    cols = max((len({method_of(lb) for lb in pl}) for _, pl in curves), default=1)
+    fig, axes = _grid(len(panels), 4.4, 3.6, max_cols=min(max(cols, 1), 4))
+    for ax, (title, method, per_label) in zip(axes, panels):
         for lb, arr in per_label.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -235,18 +292,19 @@ def plot_loss_curves(curves: Sequence[tuple[str, dict[str, np.ndarray]]], colors
             x = np.arange(mean.size)
             col = colors.get(lb)
             ax.plot(x, mean, color=col, lw=2, label=f"{lb} ({arr.shape[0]} episodes)",
-                    marker=_marker(lb) if mean.size <= 12 else None)
+                    marker=_marker(lb, markers) if mean.size <= 12 else None)
             if np.isfinite(half).any():
                 ax.fill_between(x, mean - half, mean + half, color=col, alpha=0.2, lw=0)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("fine-tuning step (loss before the step's update)")
-        ax.set_ylabel("training loss on the support set")
-        ax.set_title(_wrap(title, 52), fontsize=10)
+        ax.set_xlabel("fine-tuning step (loss before the step's update)", fontsize=9)
+        ax.set_ylabel("training loss on the support set", fontsize=9)
+        ax.set_title(_wrap(f"{method}: {title}", 46), fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.25)
-    _suptitle(fig, "Fine-tuning loss curves: mean over episodes, band = 95% CI\n"
-                 "(each method's own objective; SCHaNe adds its contrastive term)", 11)
-    return save(fig, stem)
+    _suptitle(fig, "Fine-tuning loss curves: mean over episodes, band = 95% CI; one panel and "
+                   "y axis per method (each method's own objective; SCHaNe adds its contrastive "
+                   "term, so the scales differ)", 11)
+    return fig
 
 
 def plot_hyperparameter(panels: Sequence[tuple], stem: Path) -> list[Path]:
@@ -280,15 +338,28 @@ def plot_hyperparameter(panels: Sequence[tuple], stem: Path) -> list[Path]:
 
 
 def plot_embeddings_pca(panels: Sequence[tuple[str, np.ndarray, np.ndarray, dict]], title: str,
-                        stem: Path) -> list[Path]:
+                        stem: Path, class_names: Sequence[str] | None = None) -> list[Path]:
+    """One episode's query embeddings per label (`embeddings_pca_figure`), saved as PNG and PDF."""
+    return save(embeddings_pca_figure(panels, title, class_names), stem)
+
+
+def embeddings_pca_figure(panels: Sequence[tuple[str, np.ndarray, np.ndarray, dict]], title: str,
+                          class_names: Sequence[str] | None = None) -> Figure:
     """One episode's query embeddings per label, side by side: first two principal components
-    (fitted per label), coloured by class. `panels`: [(label, X [n, D], y [n], scores)]."""
+    (fitted per label), coloured by class. `panels`: [(label, X [n, D], y [n], scores)];
+    `class_names[c]`: the name of episode class c (the legend says "class c" without)."""
     from .embedding_quality import pca_2d
 
     fig, axes = _grid(len(panels), 4.2, 4.3, max_cols=4)
     classes = np.unique(np.concatenate([np.asarray(y) for _, _, y, _ in panels]))
     cmap = colormaps["tab10"]
     markers = "osD^vP*Xh<"
+
+    def name(c) -> str:
+        if class_names is not None and 0 <= int(c) < len(class_names):
+            return str(class_names[int(c)])
+        return f"class {c}"
+
     for ax, (label, x, y, scores) in zip(axes, panels):
         coords, frac = pca_2d(x)
         y = np.asarray(y)
@@ -296,7 +367,7 @@ def plot_embeddings_pca(panels: Sequence[tuple[str, np.ndarray, np.ndarray, dict
             m = y == c
             ax.scatter(coords[m, 0], coords[m, 1], s=30, alpha=0.8, color=cmap(k % 10),
                        marker=markers[k % len(markers)], edgecolors="white", linewidths=0.4,
-                       label=f"class {c}")
+                       label=name(c))
         sub = ""
         if scores:
             sub = (f"\neigen-entropy isotropy {scores.get('isotropy_entropy', float('nan')):.2f} · "
@@ -306,6 +377,9 @@ def plot_embeddings_pca(panels: Sequence[tuple[str, np.ndarray, np.ndarray, dict
         ax.set_ylabel(f"PC2 ({frac[1]:.0%} of variance)")
         ax.grid(alpha=0.25)
         ax.set_aspect("equal", adjustable="datalim")
-    axes[0].legend(fontsize=8, title="query class", loc="best")
+    # one legend for all panels, under them: class names can be long
+    handles, texts = axes[0].get_legend_handles_labels()
+    fig.legend(handles, [_wrap(t, 28) for t in texts], title="query class", fontsize=8,
+               loc="outside lower center", ncols=min(len(texts), 5 if len(panels) > 1 else 3))
     _suptitle(fig, f"Query embeddings, 2-D PCA per method: {title}", 11)
-    return save(fig, stem)
+    return fig

@@ -436,7 +436,8 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
             finally:
                 log.close()
         if need_embeddings:
-            _save_embeddings(cfg, engine, support, query, mask, episodes, out / "embeddings.npz")
+            _save_embeddings(cfg, engine, support, query, mask, episodes, out / "embeddings.npz",
+                             data.class_names)
 
     order = {m: i for i, m in enumerate(cfg.methods)}
     rows = sorted(done, key=lambda r: (r["episode"], order[r["method"]]))
@@ -623,11 +624,13 @@ def _run_window(cfg, engine, support, query, pending, ids, mask=None,
     return group_rows
 
 
-def _save_embeddings(cfg, engine, support, query, mask, episodes, path: Path) -> None:
+def _save_embeddings(cfg, engine, support, query, mask, episodes, path: Path,
+                     class_names: list[str] | None = None) -> None:
     """Query embeddings of the first `cfg.embeddings` episodes, per method (protonet: the
     pretrained ones): arrays `z_<method>` float16 [E, N*Q, D], `episodes` [E],
-    `query_labels` [N*Q]. A separate pass (results do not depend on grouping), so resumed
-    runs get them too."""
+    `query_labels` [N*Q] and `class_names` [E, N] (the data set's name of each episode
+    class, for the report's PCA legend). A separate pass (results do not depend on
+    grouping), so resumed runs get them too."""
     ids = np.arange(min(cfg.embeddings, len(episodes)))
     s, q, m = support[ids], query[ids], None if mask is None else mask[ids]
     arrays = {}
@@ -638,6 +641,9 @@ def _save_embeddings(cfg, engine, support, query, mask, episodes, path: Path) ->
             z = engine.finetune(s, q, ids, cfg.seed, method_config(cfg, method),
                                 support_mask=m, keep_embeddings=True).query_embeddings
         arrays[f"z_{method}"] = z.astype(np.float16)
+    if class_names is not None:  # a str array: np.load reads it without pickle
+        arrays["class_names"] = np.array([[str(class_names[c]) for c in episodes.classes[i]]
+                                          for i in ids], dtype=str)
     with atomic_open(path, "wb") as f:
         np.savez_compressed(f, episodes=ids, query_labels=episodes.query_labels, **arrays)
 

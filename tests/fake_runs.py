@@ -19,14 +19,15 @@ def accuracies(n: int, p: float, seed: int, nq: int = 75) -> np.ndarray:
 
 def write_run(path: Path, acc: dict[str, np.ndarray], *, episodes_hash: str | None = None,
               episodes_key: str | None = None, finished: bool = True, curves: int = 0,
-              embeddings: dict[str, np.ndarray] | None = None, query_labels=None,
+              embeddings: dict[str, np.ndarray] | None = None, query_labels=None, class_names=None,
               failed: dict[str, list[int]] | None = None, **config) -> Path:
     """A run folder with the given per-episode accuracies per method (fractions).
 
     `config` overrides RunConfig fields (dataset, shots, lam, ...). The episode hash
     defaults to one derived from the setting, so runs of the same setting share episodes.
     `curves`: steps of a fake loss curve per trained method's episode; `embeddings`:
-    {method: [E, n, D]} written as embeddings.npz; `failed`: {method: episode ids}.
+    {method: [E, n, D]} written as embeddings.npz (with `class_names` [E, N], as `bench run`
+    saves them, when given); `failed`: {method: episode ids}.
     """
     path = Path(path)
     path.mkdir(parents=True)
@@ -67,8 +68,9 @@ def write_run(path: Path, acc: dict[str, np.ndarray], *, episodes_hash: str | No
         e = next(iter(embeddings.values())).shape[0]
         labels = query_labels if query_labels is not None else np.repeat(
             np.arange(cfg["ways"]), next(iter(embeddings.values())).shape[1] // cfg["ways"])
+        extra = {} if class_names is None else {"class_names": np.asarray(class_names, dtype=str)}
         np.savez_compressed(path / "embeddings.npz", episodes=np.arange(e), query_labels=labels,
-                            **{f"z_{m}": z.astype(np.float16) for m, z in embeddings.items()})
+                            **{f"z_{m}": z.astype(np.float16) for m, z in embeddings.items()}, **extra)
     return path
 
 

@@ -14,6 +14,7 @@ from fewshot_bench.embedding_quality import (
     episode_scores,
     isotropy_entropy,
     isotropy_partition,
+    load_class_names,
     load_embeddings,
     pca_2d,
 )
@@ -99,6 +100,7 @@ def test_silhouette_matches_a_slow_loop(rng):
         sil.append((b - a) / max(a, b))
     assert class_separation(x, y) == pytest.approx(np.mean(sil), rel=1e-10)
     assert math.isnan(class_separation(x, np.zeros(12)))
+    assert class_separation(x, np.arange(12)) == 0.0  # every point alone in its class
 
 
 def test_pca_2d_projects_on_the_main_directions(rng):
@@ -125,3 +127,15 @@ def test_scores_of_saved_embeddings(tmp_path):
         load_embeddings(path)
     with pytest.raises(BenchError, match="NaN"):
         isotropy_entropy(np.full((3, 3), np.nan))
+
+
+def test_class_names_are_read_when_the_run_saved_them(tmp_path):
+    labels = np.repeat(np.arange(2), 3)
+    z = np.zeros((2, 6, 4), dtype=np.float16)
+    old, new = tmp_path / "old.npz", tmp_path / "new.npz"
+    np.savez(old, episodes=np.arange(2), query_labels=labels, z_ce=z)
+    np.savez(new, episodes=np.arange(2), query_labels=labels, z_ce=z,
+             class_names=np.array([["cat", "dog"], ["owl", "cat"]]))
+    assert load_class_names(old) is None
+    assert load_class_names(new).tolist() == [["cat", "dog"], ["owl", "cat"]]
+    assert set(load_embeddings(new)[2]) == {"ce"}  # not taken for a method's embeddings

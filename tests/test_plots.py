@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from fake_runs import accuracies, clustered, write_run
 from fewshot_bench import plots
@@ -22,8 +23,9 @@ def full_report(tmp_path_factory):
     root = tmp_path_factory.mktemp("plots")
     methods = ("protonet", "ce", "schane")
     emb = {m: clustered(2, 5, 3, 24, 0.4 + 0.2 * i, i) for i, m in enumerate(methods)}
+    names = [["grinning face", "red heart", "thumbs up", "fire", "party popper"]] * 2
     runs = [write_run(root / "s1", {m: accuracies(40, 0.5 + 0.02 * i, i) for i, m in enumerate(methods)},
-                      shots=1, queries=3, curves=6, embeddings=emb)]
+                      shots=1, queries=3, curves=6, embeddings=emb, class_names=names)]
     ce = accuracies(40, 0.7, 7)
     for lam in (0.5, 0.9):
         runs.append(write_run(root / f"s5-lam{lam}", {"ce": ce, "schane": accuracies(40, 0.7 + lam / 20, 8)},
@@ -89,3 +91,69 @@ def test_label_colours_are_distinct_within_a_sweep():
     methods = {lb: lb.split("(")[0] for lb in labels}
     colors = plots.label_colors(labels, methods)
     assert len(set(colors.values())) == len(labels)
+
+
+def test_png_figures_are_300_dpi(full_report):
+    rep, out = full_report
+    for p in (f for f in rep.figures if f.suffix == ".png"):
+        with Image.open(p) as im:
+            dpi = im.info.get("dpi")
+            size = im.size
+        assert dpi is not None and dpi == pytest.approx((300, 300), abs=0.5), (p.name, dpi)
+        assert min(size) >= 3 * 300, (p.name, size)  # every figure is at least 3 in on a side
+
+
+def test_loss_curves_give_each_method_its_own_panel_and_axis():
+    rng = np.random.default_rng(0)
+    steps = np.arange(10)
+    ce = 0.05 + 0.6 * 0.5 ** steps + 0.002 * rng.standard_normal((8, 10))
+    schane = 3.0 + 0.8 * 0.7 ** steps + 0.02 * rng.standard_normal((8, 10))
+    colors = plots.label_colors(["CE", "SCHaNe"], {"CE": "ce", "SCHaNe": "schane"})
+    fig = plots.loss_curves_figure([("emoji, 5-shot", {"CE": ce, "SCHaNe": schane})], colors,
+                                   methods={"CE": "CE", "SCHaNe": "SCHaNe"})
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 2
+    by_title = {ax.get_title().split(":")[0]: ax for ax in axes}
+    lo, hi = by_title["CE"].get_ylim()
+    assert hi < 1.0 and hi - lo < 1.0  # CE's own scale: its decrease fills the panel
+    lo, hi = by_title["SCHaNe"].get_ylim()
+    assert lo > 2.5
+    # two settings, two methods: four panels
+    fig = plots.loss_curves_figure([("a", {"ce": ce, "schane": schane}), ("b", {"ce": ce, "schane": schane})],
+                                   colors)
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 4
+
+
+def test_tied_episodes_are_visible_on_the_diagonal():
+    xa = np.array([60.0, 60.0, 60.0, 60.0, 40.0, 50.0, 70.0])
+    xb = np.array([60.0, 60.0, 60.0, 60.0, 40.0, 52.0, 66.0])
+    panel = plots.PairPanel("ties", "ce", "schane", xa, xb, -0.3, 1.0, 1, 5, 1)
+    colors = plots.label_colors(["ce", "schane"], {"ce": "ce", "schane": "schane"})
+    ax = plots.paired_scatter_figure([panel], colors).axes[0]
+    ties = next(c for c in ax.collections if c.get_label().startswith("tie: 5"))
+    diagonal = next(ln for ln in ax.lines if "y = x" in ln.get_label())
+    assert ties.get_zorder() > diagonal.get_zorder()  # drawn over the diagonal
+    assert ties.get_alpha() >= 0.9
+    r, g, b, _ = ties.get_facecolor()[0]
+    assert max(r, g, b) < 0.3  # dark, not the pale grey of before
+    offsets = np.asarray(ties.get_offsets())
+    assert sorted(map(tuple, offsets)) == [(40.0, 40.0), (60.0, 60.0)]  # unjittered, on y = x
+    sizes = dict(zip(offsets[:, 0], ties.get_sizes()))
+    assert sizes[60.0] > sizes[40.0]  # four tied episodes at 60%, one at 40%
+    assert any(t.get_text().startswith("tie: 5") for t in ax.get_legend().get_texts())
+
+
+def test_pca_legend_names_the_classes(full_report):
+    x = clustered(1, 3, 4, 8, 0.1, 0)[0]
+    y = np.repeat(np.arange(3), 4)
+    fig = plots.embeddings_pca_figure([("ce", x, y, {})], "t", class_names=["cat", "dog", "owl"])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["cat", "dog", "owl"]
+    fig = plots.embeddings_pca_figure([("ce", x, y, {})], "t")  # older runs: no names saved
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["class 0", "class 1", "class 2"]
+    # the report passes the names the run saved
+    from fewshot_bench.report import embedding_table, load_run, merge_runs
+
+    rep, out = full_report
+    _, pca = embedding_table(rep.merged)
+    (items,) = pca.values()
+    assert all(it[4] == ["grinning face", "red heart", "thumbs up", "fire", "party popper"] for it in items)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -336,6 +338,14 @@ def test_report_of_a_real_tiny_run(tiny, tmp_path):
     emb = pd.read_csv(rep_dir / "embedding_quality.csv")
     assert list(emb["label"]) == ["protonet", "ce", "schane"] and (emb["episodes"] == 2).all()
     assert emb[["isotropy_entropy", "isotropy_partition"]].gt(0).all().all()
+    # the run saved each episode's class names for the PCA legend
+    from fewshot_bench.embedding_quality import load_class_names
+    from fewshot_bench.report import embedding_table
+
+    names = load_class_names(out / "embeddings.npz")
+    assert names.shape == (2, 5) and all(n and not n.isdigit() for n in names.ravel())
+    _, pca = embedding_table(merge_runs([load_run(out)]))
+    assert [it[4] for it in next(iter(pca.values()))] == [list(names[0])] * 3
     figs = sorted(p.name for p in (rep_dir / "figures").iterdir())
     for stem in ("accuracy", "paired_scatter", "paired_differences", "loss_curves"):
         assert f"{stem}.png" in figs and f"{stem}.pdf" in figs
@@ -383,3 +393,187 @@ def test_runs_on_other_weights_are_labels_of_one_setting_and_paired(tmp_path):
         assert (f"{m}(weights=ce)", f"{m}(weights=schane)") in pairs
     assert ("protonet(weights=pretrained)", "logreg(weights=ce)") not in pairs
     assert ("protonet(weights=ce)", "logreg(weights=ce)") in pairs
+
+
+# --------------------------------------------------------------------------------------
+# Paper-ready LaTeX: booktabs named, constant columns in the caption, a column's width
+# --------------------------------------------------------------------------------------
+
+ARTICLE_COLUMN_PT, TWO_COLUMN_PT = 345.0, 240.0
+
+
+def example_runs(root):
+    """Like the README's example report (scripts/make_readme_report.py): emoji, 5-way,
+    15 queries, 600 episodes at 1 and 5 shots, ProtoNet, CE and SCHaNe, 5 episodes of
+    embeddings saved."""
+    methods = ("protonet", "ce", "schane")
+    runs = []
+    for shots, base in ((1, 0.54), (5, 0.735)):
+        acc = {m: accuracies(600, base + 0.01 * i, 10 * shots + i) for i, m in enumerate(methods)}
+        emb = {m: clustered(5, 5, 15, 32, 0.5 + 0.1 * i, i) for i, m in enumerate(methods)}
+        runs.append(write_run(root / f"emoji-5w{shots}s-600e", acc, shots=shots, embeddings=emb,
+                              curves=4))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def example_latex(tmp_path_factory):
+    root = tmp_path_factory.mktemp("example")
+    build_report(example_runs(root), root / "rep", ["latex", "md", "html"], figures=False)
+    return {p.stem: p.read_text() for p in (root / "rep").glob("*.tex")}, root / "rep"
+
+
+def _plain_width_pt(cell: str) -> float:
+    """A cell's printed width at 10 pt, estimated from its characters (an independent
+    reading of the .tex file): 5 pt a character, 7.8 pt a math symbol."""
+    cell = re.sub(r"\\textbf\{(.*)\}", r"\1", cell.strip())
+    symbols = len(re.findall(r"\\pm|\$-\$|[<>]", cell))
+    cell = re.sub(r"\\pm|\$-\$|[<>]", "", cell)
+    cell = re.sub(r"\\([_%&#$])", r"\1", cell).replace("$", "").replace("^", "").replace("{", "").replace("}", "")
+    return 5.0 * len(cell) + 7.8 * symbols
+
+
+def latex_table_width(tex: str) -> float:
+    """Estimated width (pt) of the tabular in `tex`: the widest cell of each column (the
+    lines of a stacked header apart), scaled to \\small, plus 2 \\tabcolsep = 12 pt between
+    columns (the outer ones are dropped with @{})."""
+    body = tex.split("\n\\toprule\n", 1)[1].split("\n\\bottomrule", 1)[0]
+    widths: list[float] = []
+    for line in body.replace("\\midrule", "").strip().splitlines():
+        cells = line.strip().removesuffix("\\\\").split(" & ")
+        for j, c in enumerate(cells):
+            m = re.match(r"\\begin\{tabular\}\[b\]\{@\{\}\w@\{\}\}(.*)\\end\{tabular\}", c.strip())
+            w = max(_plain_width_pt(x) for x in m[1].split("\\\\")) if m else _plain_width_pt(c)
+            if j < len(widths):
+                widths[j] = max(widths[j], w)
+            else:
+                widths.append(w)
+    scale = 0.9 if "\\small" in tex else 1.0
+    assert "@{}" in tex.split("\\begin{tabular}", 1)[1].splitlines()[0]
+    return scale * sum(widths) + 12.0 * (len(widths) - 1)
+
+
+def test_latex_tables_of_the_example_report_fit_a_column(example_latex):
+    tables, _ = example_latex
+    assert set(tables) == {"main_table", "paired_table", "embedding_quality"}
+    widths = {name: latex_table_width(tex) for name, tex in tables.items()}
+    assert all(w <= ARTICLE_COLUMN_PT for w in widths.values()), widths
+    assert widths["main_table"] <= TWO_COLUMN_PT, widths
+    for name, tex in tables.items():  # the file's own estimate agrees
+        stated = float(re.search(r"Estimated width at \\small: (\d+) pt", tex)[1])
+        assert stated == pytest.approx(widths[name], abs=15), name
+
+
+def test_latex_names_booktabs_and_puts_constant_columns_in_the_caption(example_latex):
+    tables, _ = example_latex
+    for name, tex in tables.items():
+        header = [ln for ln in tex.splitlines() if ln.startswith("%")]
+        assert any("\\usepackage{booktabs}" in ln for ln in header), name
+        assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+        caption = re.search(r"\\caption\{(.*)\}", tex)[1]
+        # emoji and the backbone are the same in every row: named once, in the caption
+        assert "data set: emoji" in caption and "backbone: tf\\_efficientnet\\_lite0" in caption, name
+        table = tex.split("\n\\toprule\n", 1)[1]
+        assert "emoji" not in table and "efficientnet" not in table, name
+        assert f"\\label{{tab:{name.replace('_', '-')}}}" in tex
+    main = tables["main_table"].split("\n\\toprule\n", 1)[1].splitlines()[0]
+    assert main.split(" & ")[0] == "shots"  # the 1- and 5-shot rows differ: kept
+    assert "episodes: 600" in tables["paired_table"]  # same count in every comparison
+    assert "episodes: 5" in tables["embedding_quality"]
+
+
+def test_latex_uses_real_minus_signs(tmp_path):
+    ce = accuracies(40, 0.6, 1)
+    worse = np.clip(ce - 0.04, 0, 1)
+    run = write_run(tmp_path / "run", {"ce": ce, "schane": worse})
+    build_report([run], tmp_path / "rep", ["latex", "md", "html", "csv"], figures=False)
+    tex = (tmp_path / "rep" / "paired_table.tex").read_text()
+    row = tex.split("\n\\midrule\n", 1)[1].splitlines()[0]
+    assert "schane $-$ ce" in row and "$-$4.00 $\\pm$ 0.00" in row, row
+    assert re.search(r"(?<![$^{])-\d", tex.split("\n\\toprule\n")[1]) is None  # no hyphen as a minus
+    md = (tmp_path / "rep" / "paired_table.md").read_text()
+    assert "schane \u2212 ce" in md and "\u22124.00" in md and "-4.00" not in md
+    assert "\u22124.00" in (tmp_path / "rep" / "report.html").read_text()
+    assert pd.read_csv(tmp_path / "rep" / "paired_table.csv")["mean_diff"].iloc[0] == pytest.approx(-4.0)
+
+
+def test_a_folder_data_set_is_named_by_its_folder(tmp_path):
+    run = write_run(tmp_path / "run", {"ce": accuracies(20, 0.5, 1), "schane": accuracies(20, 0.6, 2)},
+                    dataset=f"folder:{tmp_path}/images/flowers")
+    rep = build_report([run], tmp_path / "rep", ["latex", "md", "csv"], figures=False)
+    for name in ("main_table.tex", "main_table.md", "report.md"):
+        text = (tmp_path / "rep" / name).read_text()
+        assert "flowers" in text and str(tmp_path) not in text.split("## Runs")[0], name
+    assert rep.merged.settings.loc[0, "title"].startswith("flowers · ")
+    # the CSV keeps the value the run recorded
+    assert pd.read_csv(tmp_path / "rep" / "main_table.csv")["dataset"].iloc[0] == f"folder:{tmp_path}/images/flowers"
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX engine (pdflatex) on PATH")
+def test_latex_tables_compile_in_an_article(example_latex, tmp_path):
+    tables, out = example_latex
+    doc = ("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+           + "".join(f"\\input{{{out / name}.tex}}\n" for name in tables) + "\\end{document}\n")
+    (tmp_path / "doc.tex").write_text(doc)
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "Overfull \\hbox" not in proc.stdout
+
+
+# --------------------------------------------------------------------------------------
+# Display names: --label
+# --------------------------------------------------------------------------------------
+
+
+def test_label_option_renames_methods_in_every_table_and_figure(tmp_path, monkeypatch):
+    runs = [write_run(tmp_path / f"lam{lam}", {"protonet": accuracies(30, 0.45, 0),
+                                               "ce": accuracies(30, 0.5, 1),
+                                               "schane": accuracies(30, 0.5 + lam / 10, 2)},
+                      lam=lam, curves=3)
+            for lam in (0.5, 0.9)]
+    out = tmp_path / "rep"
+    result = invoke(["report", *map(str, runs), "--out", str(out), "--label", "ce=CE",
+                     "--label", "schane=SCHaNe", "--label", "protonet=ProtoNet",
+                     "--label", "schane(lambda=0.9)=SCHaNe, λ=0.9", "--format", "md,latex,html,csv"])
+    assert result.exit_code == 0, explain(result)
+    md = (out / "main_table.md").read_text()
+    header = [h.strip() for h in md.splitlines()[0].strip("|").split("|")]
+    assert header[-4:] == ["ProtoNet", "CE", "SCHaNe(lambda=0.5)", "SCHaNe, λ=0.9"]
+    assert "SCHaNe(lambda=0.5) \u2212 CE" in (out / "paired_table.md").read_text()
+    assert "SCHaNe(lambda=0.5) $-$ CE" in (out / "paired_table.tex").read_text()
+    assert "SCHaNe(lambda=0.5) - CE" in result.stdout
+    page = (out / "report.html").read_text()
+    assert "ProtoNet" in page and ">schane" not in page
+    # the CSV files keep the labels (stable keys for scripts)
+    assert "schane(lambda=0.5)" in set(pd.read_csv(out / "main_table.csv")["label"])
+    # figures: legends and titles carry the names
+    from fewshot_bench import plots
+
+    seen = []
+    orig = plots.save
+
+    def spy(fig, stem):
+        seen.append({t.get_text() for ax in fig.axes for t in
+                     [*(ax.get_legend().get_texts() if ax.get_legend() else []), ax.title,
+                      ax.xaxis.label, ax.yaxis.label]})
+        return orig(fig, stem)
+
+    monkeypatch.setattr(plots, "save", spy)
+    build_report(runs, tmp_path / "rep2", ["md"], names={"ce": "CE", "schane": "SCHaNe", "protonet": "ProtoNet"})
+    texts = " ".join(t for s in seen for t in s)
+    assert "CE" in texts and "SCHaNe(lambda=0.9)" in texts and "ProtoNet" in texts
+    assert not re.search(r"\b(ce|schane|protonet)\b", texts), texts
+
+
+def test_label_option_mistakes_exit_2(tmp_path):
+    run = write_run(tmp_path / "run", {"ce": accuracies(10, 0.5, 1), "schane": accuracies(10, 0.6, 2)})
+    for bad, words in ((["--label", "cee=CE"], "no column or method"), (["--label", "ce"], "lacks '='"),
+                       (["--label", "ce=X", "--label", "schane=X"], "both as 'X'"),
+                       (["--label", "ce="], "empty name")):
+        result = invoke(["report", str(run), "--out", str(tmp_path / "rep"), "--no-figures", *bad])
+        assert result.exit_code == 2 and words in result.stderr, explain(result)
+    # a display name works with --pair
+    result = invoke(["report", str(run), "--out", str(tmp_path / "rep"), "--no-figures",
+                     "--label", "ce=CE", "--pair", "CE", "schane"])
+    assert result.exit_code == 0 and "schane - CE" in result.stdout, explain(result)

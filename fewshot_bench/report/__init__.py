@@ -11,8 +11,9 @@ embeddings.npz. This package:
    backbone, ways, shots, ... and the episode file's content hash;
 3. tabulates (`accuracy_table`, `paired_results`, `embedding_table`) with the statistics of
    `analysis` (mean with t-interval, paired t-test, Wilcoxon, wins/ties/losses);
-4. draws the figures (`plots`) and writes Markdown, CSV, LaTeX and a self-contained HTML
-   report (`build_report`).
+4. draws the figures (`plots`, 300-dpi PNG and PDF) and writes Markdown, CSV, booktabs
+   LaTeX and a self-contained HTML report (`build_report`); `names` (`--label`) gives the
+   labels display names in every table and figure (docs/output.md).
 
 Pairing rule. Two labels are compared episode by episode only when they were scored on the
 same episode file (same content hash): methods of one run always are, methods of different
@@ -21,9 +22,10 @@ and are never paired: by default the report notes each comparison it therefore c
 make; a comparison asked for explicitly with `--pair A B` is refused (BenchError, exit 2).
 
 Modules: `fields` (the configuration fields of settings and labels), `runs` (loading),
-`merge` (settings and labels), `tables` (`Table`, accuracy and runs tables), `paired`
-(paired comparisons), `embeddings` (embedding quality), `figures`, `document` (the
-Markdown and HTML pages) and `build` (`build_report`, the formats).
+`merge` (settings, labels and their display names), `tables` (`Table`, accuracy and runs
+tables), `paired` (paired comparisons), `embeddings` (embedding quality), `figures`,
+`document` (the Markdown page, and the HTML page from templates/report.html.j2) and
+`build` (`build_report`, the formats).
 """
 
 from __future__ import annotations

@@ -35,6 +35,11 @@ def band_table_view(merged: Merged, bands: pd.DataFrame) -> Table:
     headers = [h for _, h in merged.shown] + ["method", "class frequency", "episodes",
                                               "accuracy % (95% CI)"]
     rows = [merged.setting_cells(r.setting_id)
-            + [r.label, r.band, str(r.episodes), analysis._fmt_acc(r.mean, r.ci95)]
+            + [merged.name(r.label), r.band, str(r.episodes), analysis._fmt_acc(r.mean, r.ci95)]
             for r in bands.itertuples(index=False)]
-    return Table(headers, rows, merged.setting_align() + "llrr")
+    return Table(headers, rows, merged.setting_align() + "llrr",
+                 context=set(range(len(merged.shown))), caption=BANDS_CAPTION)
+
+
+BANDS_CAPTION = ("Accuracy (%) by class frequency on imbalanced episodes: per band of support "
+                 "images per class, mean +- 95% CI over the episodes that have such a class.")

@@ -15,7 +15,7 @@ from .bands import band_table, band_table_view
 from .document import _html_report, _markdown_report
 from .embeddings import embedding_table, embedding_table_view
 from .figures import _figures
-from .merge import Merged, merge_runs
+from .merge import Merged, display_names, merge_runs
 from .paired import paired_results, paired_table_view
 from .runs import find_run_dirs, load_run
 from .tables import accuracy_table, main_table_view, runs_table_view
@@ -39,8 +39,11 @@ class Report:
 
 def build_report(run_dirs: Sequence[str | Path], out: str | Path, formats: Sequence[str] = FORMATS,
                  pairs: Sequence[tuple[str, str]] | None = None, title: str | None = None,
-                 figures: bool = True) -> Report:
-    """Load and merge `run_dirs`, tabulate, draw and write the report files into `out`."""
+                 figures: bool = True, names: dict[str, str] | None = None) -> Report:
+    """Load and merge `run_dirs`, tabulate, draw and write the report files into `out`.
+
+    `names`: display names of columns or methods in every table and figure, e.g.
+    {"ce": "CE", "schane": "SCHaNe"} (`display_names`); the CSV files keep the labels."""
     formats = tuple(formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
@@ -51,6 +54,9 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, formats: Seque
         raise BenchError(f"--out {out} is a file, not a folder.")
     runs = [load_run(p) for p in find_run_dirs(run_dirs)]
     merged = merge_runs(runs)
+    merged.names = display_names(merged, names)
+    merged.method_names = {k: v for k, v in (names or {}).items()
+                           if any(i["method"] == k for i in merged.label_info.values())}
     acc = accuracy_table(merged)
     paired, pair_notes = paired_results(merged, pairs)
     emb, pca = embedding_table(merged)
@@ -108,7 +114,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, formats: Seque
         write("episodes.csv", ep.to_csv(index=False))
     if "latex" in formats:
         for name, t in tables.items():
-            write(f"{name}.tex", t.latex())
+            write(f"{name}.tex", t.latex(name))
     if "html" in formats:
         write("report.html", _html_report(title, merged, tables, runs_t, figs, notes))
     files += fig_files

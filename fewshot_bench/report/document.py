@@ -4,8 +4,10 @@ and notes."""
 from __future__ import annotations
 
 import base64
-import html
+import functools
 from pathlib import Path
+
+from .tables import _minus
 
 
 _SCORE_DEFINITIONS = (
@@ -64,28 +66,23 @@ def _markdown_report(title, merged, tables, runs_t, figs, notes, out: Path) -> s
     return "\n".join(parts)
 
 
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{padding:4px 10px;border-bottom:1px solid #ddd}
-th{background:#f4f4f4}figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:14px;color:#555}
-.note{color:#8a4b00}"""
-
-
 def _html_report(title, merged, tables, runs_t, figs, notes) -> str:
-    parts = [f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-             f"<style>{_CSS}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"]
-    for heading, blurb, table, sec_figs in _sections(tables, figs):
-        parts.append(f"<h2>{html.escape(heading)}</h2>\n")
-        if blurb:
-            parts.append(f"<p>{html.escape(blurb.replace('**', ''))}</p>\n")
-        if table is not None:
-            parts.append(table.html())
-        for caption, png in sec_figs:
-            data = base64.b64encode(png.read_bytes()).decode("ascii")
-            parts.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-                         f"<figcaption>{html.escape(caption)}</figcaption></figure>\n")
-    parts.append("<h2>Runs</h2>\n" + runs_t.html())
-    if notes:
-        parts.append("<h2>Notes</h2>\n<ul>" + "".join(f'<li class="note">{html.escape(n)}</li>' for n in notes)
-                     + "</ul>\n")
-    parts.append("</body></html>\n")
-    return "".join(parts)
+    """The self-contained HTML page (templates/report.html.j2)."""
+    sections = [{"heading": heading, "blurb": blurb.replace("**", ""), "table": table,
+                 "figures": [{"caption": c, "data": base64.b64encode(p.read_bytes()).decode("ascii")}
+                             for c, p in sec_figs]}
+                for heading, blurb, table, sec_figs in _sections(tables, figs)]
+    return _template().render(title=title, sections=sections, runs=runs_t, notes=notes)
+
+
+@functools.lru_cache(maxsize=1)
+def _template():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("fewshot_bench.report", "templates"),
+                             autoescape=True, trim_blocks=False, keep_trailing_newline=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters["minus"] = _minus
+    env.filters["cell"] = lambda c: _minus(c).replace(" +- ", " ± ")
+    env.globals["ALIGN"] = {"l": "left", "r": "right"}
+    return env.get_template("report.html.j2")

@@ -19,13 +19,19 @@ def _figures(merged: Merged, acc: pd.DataFrame, paired: pd.DataFrame,
     from .. import plots
 
     fig_dir.mkdir(parents=True, exist_ok=True)
-    colors = plots.label_colors(merged.labels, {lb: i["method"] for lb, i in merged.label_info.items()})
+    name = merged.name  # figures show the display names (--label)
+    methods = {name(lb): i["method"] for lb, i in merged.label_info.items()}
+    colors = plots.label_colors([name(lb) for lb in merged.labels], methods)
+    markers = {n: plots.method_marker(m) for n, m in methods.items()}
+    shown_methods = {n: merged.method_names.get(m, m) for n, m in methods.items()}
     titles = merged.settings["title"].to_dict()
     out: list[tuple[str, str, Path]] = []
 
     out.append(("accuracy", "Mean accuracy per setting and method, with 95% confidence intervals "
                 "over episodes.",
-                plots.plot_accuracy(acc, titles, merged.labels, colors, fig_dir / "accuracy")[0]))
+                plots.plot_accuracy(acc.assign(label=acc["label"].map(name)), titles,
+                                    [name(lb) for lb in merged.labels], colors, fig_dir / "accuracy",
+                                    markers=markers)[0]))
 
     # paired scatter + differences: the CE vs SCHaNe-like pairs (else the first pair) per setting
     scatter = []
@@ -36,7 +42,7 @@ def _figures(merged: Merged, acc: pd.DataFrame, paired: pd.DataFrame,
         for a, b in main or [(g.iloc[0]["a"], g.iloc[0]["b"])]:
             xa, xb = _paired_values(merged, sid, a, b)
             r = g[(g["a"] == a) & (g["b"] == b)].iloc[0]
-            scatter.append(plots.PairPanel(titles[sid], a, b, xa, xb, r["mean_diff"], r["ci95"],
+            scatter.append(plots.PairPanel(titles[sid], name(a), name(b), xa, xb, r["mean_diff"], r["ci95"],
                                            int(r["wins"]), int(r["ties"]), int(r["losses"])))
     if scatter:
         out.append(("paired", "Per-episode accuracy of two methods on the same episodes (each "
@@ -57,13 +63,14 @@ def _figures(merged: Merged, acc: pd.DataFrame, paired: pd.DataFrame,
                 arr = np.full((len(c), n), np.nan)
                 for i, x in enumerate(c):
                     arr[i, :len(x)] = [np.nan if v is None else v for v in x]
-                per_label[lb] = arr
+                per_label[name(lb)] = arr
         if per_label:
             curves.append((titles[sid], per_label))
     if curves:
-        out.append(("loss", "Fine-tuning loss per step (each method's own objective), mean over "
-                    "episodes with a 95% confidence band.",
-                    plots.plot_loss_curves(curves, colors, fig_dir / "loss_curves")[0]))
+        out.append(("loss", "Fine-tuning loss per step (each method's own objective, on its own "
+                    "axis), mean over episodes with a 95% confidence band.",
+                    plots.plot_loss_curves(curves, colors, fig_dir / "loss_curves", markers=markers,
+                                           methods=shown_methods)[0]))
 
     sweep = _sweep_panels(merged, acc)
     if sweep:
@@ -74,13 +81,15 @@ def _figures(merged: Merged, acc: pd.DataFrame, paired: pd.DataFrame,
     for sid, items in pca.items():
         from ..embedding_quality import episode_scores
 
-        panels = [(label, x, y, episode_scores(x, y)) for label, x, y, _ in items]
+        panels = [(name(label), x, y, episode_scores(x, y)) for label, x, y, _, _ in items]
         ep = items[0][3]
+        # class names, when every panel shows the same episode and its run saved them
+        names = items[0][4] if all(it[3] == ep and it[4] == items[0][4] for it in items) else None
         slug = merged.settings.loc[sid, "slug"]
         out.append(("embeddings", f"Query embeddings of episode {ep} ({titles[sid]}), first two "
                     "principal components per method, coloured by class.",
                     plots.plot_embeddings_pca(panels, f"{titles[sid]}, episode {ep}",
-                                              fig_dir / f"embeddings_pca_{slug}")[0]))
+                                              fig_dir / f"embeddings_pca_{slug}", class_names=names)[0]))
     return out
 
 
@@ -114,10 +123,11 @@ def _sweep_panels(merged: Merged, acc: pd.DataFrame) -> list:
                 info = merged.label_info[pts[0][3]]
                 fixed = [f"{FIELD_NAMES.get(h, h)}={_fmt_value(info.get(h))}"
                          for h in HYPERPARAMETERS if h != hp]
-                name = f"{info['method']}, {merged.settings.loc[sid, 'title']} ({', '.join(fixed)})"
-                series.append((name, [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]))
+                method = merged.method_names.get(info["method"], info["method"])
+                legend = f"{method}, {merged.settings.loc[sid, 'title']} ({', '.join(fixed)})"
+                series.append((legend, [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]))
                 for r in g[g["method"] == "ce"].itertuples():
-                    ref = (f"{r.label}, {merged.settings.loc[sid, 'title']}", r.mean, r.ci95)
+                    ref = (f"{merged.name(r.label)}, {merged.settings.loc[sid, 'title']}", r.mean, r.ci95)
                     if ref not in refs:
                         refs.append(ref)
         if series:

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Sequence
 
 import numpy as np
@@ -37,6 +38,13 @@ class Merged:
     label_info: dict[str, dict]  # label -> {"method": ..., field: value}
     rows: pd.DataFrame  # per episode: setting_id, label, method, run, episode, accuracy, status, loss_curve
     notes: list[str]
+    names: dict[str, str] = field(default_factory=dict)  # label -> display name (`--label`)
+    dataset_names: dict[str, str] = field(default_factory=dict)  # dataset value -> how tables show it
+    method_names: dict[str, str] = field(default_factory=dict)  # method -> display name (`--label`)
+
+    def name(self, label: str) -> str:
+        """The display name of `label` (its `--label` name, else the label itself)."""
+        return self.names.get(label, label)
 
     def setting_align(self) -> str:
         numeric = {"image_size", "ways", "shots", "queries", "n_episodes"}
@@ -44,7 +52,8 @@ class Merged:
 
     def setting_cells(self, sid: int) -> list[str]:
         s = self.settings.loc[sid]
-        return [_fmt_value(s[col]) for col, _ in self.shown]
+        return [self.dataset_names.get(s[col], s[col]) if col == "dataset" else _fmt_value(s[col])
+                for col, _ in self.shown]
 
     def entries_of(self, sid: int) -> list[Entry]:
         return [e for e in self.entries if e.setting_id == sid]
@@ -100,8 +109,10 @@ def merge_runs(runs: Sequence[Run]) -> Merged:
             for k, h in zip(settings["episodes_key"], settings["content_hash"])
         ]
         shown.append(("episode_file", "episode file"))
-    settings["title"] = [_setting_title(settings.loc[i], shown) for i in settings.index]
-    settings["title_no_file"] = [_setting_title(settings.loc[i], [x for x in shown if x[0] != "episode_file"])
+    dataset_names = _dataset_names(settings["dataset"])
+    settings["title"] = [_setting_title(settings.loc[i], shown, dataset_names) for i in settings.index]
+    settings["title_no_file"] = [_setting_title(settings.loc[i], [x for x in shown if x[0] != "episode_file"],
+                                                dataset_names)
                                  for i in settings.index]
     settings["slug"] = _unique_slugs(settings["title"])
 
@@ -176,7 +187,50 @@ def merge_runs(runs: Sequence[Run]) -> Merged:
         frames.append(df)
     rows = pd.concat(frames, ignore_index=True)
     return Merged(runs=list(runs), entries=kept, settings=settings, shown=shown, labels=labels,
-                  label_info=label_info, rows=rows, notes=notes)
+                  label_info=label_info, rows=rows, notes=notes, dataset_names=dataset_names)
+
+
+def display_names(merged: Merged, names: dict[str, str] | None) -> dict[str, str]:
+    """label -> display name from `names` (`bench report --label KEY=NAME`): KEY is a column
+    label (`schane(lambda=0.5)`), or a method, whose name then replaces the method part of
+    each of its labels (`schane=SCHaNe`: `SCHaNe(lambda=0.5)`); an exact label wins. A KEY
+    no column or method has, an empty NAME, or two columns shown alike: BenchError."""
+    names = dict(names or {})
+    methods = {i["method"] for i in merged.label_info.values()}
+    unknown = [k for k in names if k not in merged.label_info and k not in methods]
+    if unknown:
+        raise BenchError(f"--label {unknown[0]}=...: no column or method of that name. Columns: "
+                         f"{', '.join(merged.labels)}; methods: {', '.join(sorted(methods))}.")
+    empty = [k for k, v in names.items() if not str(v).strip()]
+    if empty:
+        raise BenchError(f"--label {empty[0]}= gives an empty name; write --label {empty[0]}=NAME.")
+    out = {}
+    for lb in merged.labels:
+        m = merged.label_info[lb]["method"]
+        if lb in names:
+            out[lb] = str(names[lb])
+        elif m in names and lb.startswith(m):
+            out[lb] = str(names[m]) + lb[len(m):]
+    shown: dict[str, str] = {}
+    for lb in merged.labels:
+        name = out.get(lb, lb)
+        if name in shown:
+            raise BenchError(f"--label would show {shown[name]} and {lb} both as {name!r}; give them "
+                             "different names.")
+        shown[name] = lb
+    return out
+
+
+def parse_label_option(value: str) -> tuple[str, str]:
+    """KEY=NAME of `--label`, split at the first "=" outside parentheses (a label such as
+    `schane(lambda=0.5)` holds "=" in its parentheses; NAME may hold any)."""
+    depth = 0
+    for i, ch in enumerate(value):
+        depth += (ch == "(") - (ch == ")")
+        if ch == "=" and depth == 0:
+            return value[:i].strip(), value[i + 1:].strip()
+    raise BenchError(f"--label {value!r} lacks '='; write --label KEY=NAME, e.g. --label ce=CE "
+                     "--label schane=SCHaNe.")
 
 
 def _results_of(e: Entry) -> pd.DataFrame:
@@ -184,8 +238,27 @@ def _results_of(e: Entry) -> pd.DataFrame:
     return df.sort_values("episode").reset_index(drop=True)
 
 
-def _setting_title(s: pd.Series, shown) -> str:
-    parts = [str(s["dataset"]), str(s["backbone"]), f"{s['ways']}-way {s['shots']}-shot"]
+_FOLDER = "folder:"  # fewshot_bench.data.FOLDER_PREFIX (not imported: it loads the readers)
+
+
+def _dataset_names(values) -> dict[str, str]:
+    """How tables and figures name each data set: a `folder:PATH` data set by the folder's
+    name (more of its path where two folders share a name), never the absolute local path;
+    the CSV files keep the value the run recorded."""
+    folders = sorted({str(v) for v in values if str(v).startswith(_FOLDER)})
+    parts = {v: PurePath(v[len(_FOLDER):].rstrip("/\\") or "/").parts or ("/",) for v in folders}
+    out = {}
+    for v in folders:
+        k = 1
+        while k < len(parts[v]) and sum(parts[w][-k:] == parts[v][-k:] for w in folders) > 1:
+            k += 1
+        out[v] = "/".join(p for p in parts[v][-k:] if p not in ("/", "\\")) or v
+    return out
+
+
+def _setting_title(s: pd.Series, shown, dataset_names: dict[str, str] | None = None) -> str:
+    ds = str(s["dataset"])
+    parts = [(dataset_names or {}).get(ds, ds), str(s["backbone"]), f"{s['ways']}-way {s['shots']}-shot"]
     cols = {k for k, _ in shown}
     extra = {"split": "split {}", "image_size": "{} px", "tune": "tune={}",
              "queries": "{} queries", "n_episodes": "{} episodes", "episode_file": "{}"}

@@ -50,9 +50,12 @@ def default_pairs(labels: Sequence[str], info: dict[str, dict]) -> list[tuple[st
 
 
 def resolve_label(merged: Merged, name: str) -> str:
-    """An exact label, or a method name that has exactly one label."""
+    """An exact label, a display name (`--label`), or a method name that has exactly one label."""
     if name in merged.label_info:
         return name
+    shown = [lb for lb in merged.labels if merged.name(lb) == name]
+    if shown:
+        return shown[0]
     matches = [lb for lb, i in merged.label_info.items() if i["method"] == name]
     if len(matches) == 1:
         return matches[0]
@@ -158,9 +161,16 @@ def paired_table_view(merged: Merged, paired: pd.DataFrame) -> Table:
     rows, align = [], merged.setting_align()
     for sid in pd.unique(paired["setting_id"]):
         g = paired[paired["setting_id"] == sid]
-        h, body, al = _paired_rows(g)
+        h, body, al = _paired_rows(g.assign(a=g["a"].map(merged.name), b=g["b"].map(merged.name)))
         rows += [merged.setting_cells(sid) + r for r in body]
         headers_out, align_out = headers + h, align + al
     if not rows:
-        return Table(headers + ["comparison (b - a)"], [], align + "l")
-    return Table(headers_out, rows, align_out)
+        return Table(headers + ["comparison (b - a)"], [], align + "l", caption=PAIRED_CAPTION)
+    # the setting columns and the number of episodes go to the LaTeX caption when constant
+    context = set(range(len(headers))) | {len(headers) + 1}
+    return Table(headers_out, rows, align_out, context=context, caption=PAIRED_CAPTION)
+
+
+PAIRED_CAPTION = ("Paired comparisons on the same episodes: the per-episode difference b - a "
+                  "in percentage points, mean +- 95% CI; p-values of the paired t-test and of "
+                  "the Wilcoxon signed-rank test; episodes won, tied and lost by b.")
