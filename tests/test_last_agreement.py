@@ -19,7 +19,8 @@ statistics); random-init test_resnet, a tiny timm ResNet, with randomised BatchN
 statistics and drop-path on, so a module run in train mode changes the result; tiny
 random-init timm ViTs at 32 px: class-token (test_vit, drop-path on), average-pooled with
 `fc_norm` after pooling (test_vit2) and attention-pooled (test_vit3, MAP). Bench run's
-own hyperparameters at its defaults (Adam, lr 0.001, 10 steps, 2 views), CE and SCHaNe.
+own hyperparameters at the `--tune last` defaults (config.TUNE_DEFAULTS: Adam, lr 0.0003,
+25 steps, 2 views), CE and SCHaNe.
 """
 
 from __future__ import annotations
