@@ -8,7 +8,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 from .errors import BenchError
 
@@ -124,3 +124,15 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
         with contextlib.suppress(OSError):  # first remove, then unlock (see above)
             os.unlink(path)
         os.close(fd)
+
+
+def lock_new_folder(held: contextlib.ExitStack, folder: Path, taken: Callable[[], bool],
+                    what: str) -> None:
+    """Lock the new output `folder` for the rest of `held`; BenchError if another command
+    began `what` (a run, a sweep) there while this one read its inputs (`taken()` true once
+    the lock is ours)."""
+    held.enter_context(folder_lock(folder))
+    if taken():
+        raise BenchError(f"Another bench command started {what} in {folder} while this one "
+                         "was reading its inputs. Run this command again to resume it, or "
+                         "choose another --out.")

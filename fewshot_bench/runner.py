@@ -31,7 +31,7 @@ from .data.groups import Grouping, resolve_groups
 from .episodes import (EpisodeSet, EpisodeSpec, default_episodes_dir, get_or_create_episodes,
                        leak_free_classes, make_episodes_dir)
 from .errors import BenchError, RunFailed
-from .fileio import atomic_open, folder_lock, write_atomic
+from .fileio import atomic_open, folder_lock, lock_new_folder, write_atomic
 from .results import (ROWS, RowLog, check_output_dir, create_output_dir, read_rows,
                       write_record, write_rows)
 from .finetune import EpisodeFinetuner, FinetuneConfig
@@ -391,11 +391,7 @@ def _run(cfg: RunConfig, device: torch.device, progress: bool, echo,
             before_write()
         out = create_output_dir(out)  # every input checked: the work starts
         if previous is None:  # a new run: lock its folder; nobody may have begun one since
-            held.enter_context(folder_lock(out))
-            if check_output_dir(cfg, out) is not None:
-                raise BenchError(f"Another bench command wrote a run into {out} while this "
-                                 "one was reading its inputs. Run this command again to "
-                                 "resume that run, or choose another --out.")
+            lock_new_folder(held, out, lambda: check_output_dir(cfg, out) is not None, "a run")
         if data.meta.get("split_file"):  # a folder's class split: keep it with the results
             shutil.copyfile(data.meta["split_file"], out / "split.json")
         n = len(episodes)

@@ -37,7 +37,7 @@ from . import analysis
 from .config import CONTRASTIVE, METHODS, RunConfig
 from .episodes import make_episodes_dir
 from .errors import BenchError
-from .fileio import folder_entries, folder_lock, write_atomic
+from .fileio import folder_entries, folder_lock, lock_new_folder, write_atomic
 from .results import (RECORD, RESUME_FREE, check_output_dir, has_results, read_object,
                       read_record)
 
@@ -548,11 +548,8 @@ def _run_sweep(cfg: RunConfig, grid: Grid, out: str | Path, select_on: str | Non
             raise BenchError(f"Cannot create the sweep folder {out} ({exc.strerror or exc}). "
                              "Pass a writable --out.") from None
         if previous is None:  # a new sweep: lock its folder; nobody may have begun one since
-            held.enter_context(folder_lock(out))
-            if _check_sweep_dir(out, record) is not None:
-                raise BenchError(f"Another bench command started a sweep in {out} while this "
-                                 "one was reading its inputs. Run this command again to resume "
-                                 "it, or choose another --out.")
+            lock_new_folder(held, out, lambda: _check_sweep_dir(out, record) is not None,
+                            "a sweep")
         else:
             record["started"] = previous.get("started", record["started"])
         write_atomic(out / SWEEP_RECORD, json.dumps(record, indent=2) + "\n")
