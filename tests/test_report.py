@@ -577,3 +577,30 @@ def test_label_option_mistakes_exit_2(tmp_path):
     result = invoke(["report", str(run), "--out", str(tmp_path / "rep"), "--no-figures",
                      "--label", "ce=CE", "--pair", "CE", "schane"])
     assert result.exit_code == 0 and "schane - CE" in result.stdout, explain(result)
+
+
+def test_a_full_disk_leaves_the_old_report_whole(tmp_path, monkeypatch):
+    """Issue 17: the report is written aside and moved into place, so a write that fails
+    midway (ENOSPC) leaves the previous report as it was and no half-written files."""
+    import errno
+
+    from fewshot_bench.report import build
+
+    acc = {m: accuracies(25, 0.5, i) for i, m in enumerate(("protonet", "ce", "schane"))}
+    run = write_run(tmp_path / "run", acc)
+    out = tmp_path / "rep"
+    assert invoke(["report", str(run), "--out", str(out), "--no-figures"]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real, calls = build.write_atomic, []
+
+    def fill_up(path, text):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, text)
+
+    monkeypatch.setattr(build, "write_atomic", fill_up)
+    result = invoke(["report", str(run), "--out", str(out), "--no-figures", "--label", "ce=CE"])
+    assert result.exit_code == 2 and "disk is full" in result.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep", "run"]  # no staging folder

@@ -3,6 +3,9 @@ each output format (`FORMATS`, `parse_formats`)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -70,10 +73,6 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, formats: Seque
     if failed:
         notes.append(f"{failed} failed episode(s) are left out of the means (see the cells).")
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BenchError(f"Cannot create the report folder {out} ({exc.strerror}).") from exc
     main_t = main_table_view(merged, acc)
     paired_t = paired_table_view(merged, paired)
     emb_t = embedding_table_view(merged, emb) if len(emb) else None
@@ -81,42 +80,26 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, formats: Seque
     runs_t = runs_table_view(merged)
     title = title or _default_title(merged)
 
-    figs: list[tuple[str, str, Path]] = []
-    fig_files: list[Path] = []
-    if figures:
-        figs = _figures(merged, acc, paired, pca, out / "figures")
-        fig_files = [p for _, _, png in figs for p in (png, png.with_suffix(".pdf"))]
-
-    files: list[Path] = []
-
-    def write(name: str, text: str) -> None:
-        write_atomic(out / name, text)
-        files.append(out / name)
-
-    tables = {"main_table": main_t, "paired_table": paired_t}
-    if emb_t is not None:
-        tables["embedding_quality"] = emb_t
-    if bands_t is not None:
-        tables["class_frequency"] = bands_t
-    if "md" in formats:
-        for name, t in tables.items():
-            write(f"{name}.md", t.markdown())
-        write("report.md", _markdown_report(title, merged, tables, runs_t, figs, notes, out))
-    if "csv" in formats:
-        write("main_table.csv", acc.to_csv(index=False))
-        write("paired_table.csv", paired.to_csv(index=False))
-        if len(emb):
-            write("embedding_quality.csv", emb.to_csv(index=False))
-        if len(bands):
-            write("class_frequency.csv", bands.to_csv(index=False))
-        ep = merged.rows.drop(columns=["loss_curve"]).merge(
-            merged.settings[[k for k, _ in merged.shown]], left_on="setting_id", right_index=True)
-        write("episodes.csv", ep.to_csv(index=False))
-    if "latex" in formats:
-        for name, t in tables.items():
-            write(f"{name}.tex", t.latex(name))
-    if "html" in formats:
-        write("report.html", _html_report(title, merged, tables, runs_t, figs, notes))
+    # Everything is written into a staging folder next to `out` and moved into place at the
+    # end (renames need no space), so a full disk or a crash leaves the old report, or none,
+    # never half of a new one.
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.resolve().name}.report-",
+                                      dir=out.resolve().parent))
+    except OSError as exc:
+        raise BenchError(f"Cannot create the report folder {out} ({exc.strerror}).") from exc
+    try:
+        figs, fig_files, files = _write_report(stage, merged, acc, paired, pca, emb, bands,
+                                               formats, figures, title, notes, main_t,
+                                               paired_t, emb_t, bands_t, runs_t)
+        moved = {p: out / p.relative_to(stage) for p in files + fig_files}
+        for src, dst in moved.items():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    files, fig_files = [moved[p] for p in files], [moved[p] for p in fig_files]
     files += fig_files
 
     text = [title, "", main_t.text()]
@@ -133,6 +116,49 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, formats: Seque
              + (f"; {len(fig_files)} figure files in {out / 'figures'}" if fig_files else "")]
     return Report(out=out, merged=merged, accuracy=acc, paired=paired, embeddings=emb,
                   figures=fig_files, files=files, notes=notes, text="\n".join(text))
+
+
+def _write_report(dest: Path, merged, acc, paired, pca, emb, bands, formats, figures, title,
+                  notes, main_t, paired_t, emb_t, bands_t, runs_t):
+    """Write the report's files into `dest`: (figures, figure files, other files)."""
+    figs: list[tuple[str, str, Path]] = []
+    fig_files: list[Path] = []
+    if figures:
+        figs = _figures(merged, acc, paired, pca, dest / "figures")
+        fig_files = [p for _, _, png in figs for p in (png, png.with_suffix(".pdf"))]
+
+    files: list[Path] = []
+
+    def write(name: str, text: str) -> None:
+        write_atomic(dest / name, text)
+        files.append(dest / name)
+
+    tables = {"main_table": main_t, "paired_table": paired_t}
+    if emb_t is not None:
+        tables["embedding_quality"] = emb_t
+    if bands_t is not None:
+        tables["class_frequency"] = bands_t
+    if "md" in formats:
+        for name, t in tables.items():
+            write(f"{name}.md", t.markdown())
+        write("report.md", _markdown_report(title, merged, tables, runs_t, figs, notes, dest))
+    if "csv" in formats:
+        write("main_table.csv", acc.to_csv(index=False))
+        write("paired_table.csv", paired.to_csv(index=False))
+        if len(emb):
+            write("embedding_quality.csv", emb.to_csv(index=False))
+        if len(bands):
+            write("class_frequency.csv", bands.to_csv(index=False))
+        ep = merged.rows.drop(columns=["loss_curve"]).merge(
+            merged.settings[[k for k, _ in merged.shown]], left_on="setting_id", right_index=True)
+        write("episodes.csv", ep.to_csv(index=False))
+    if "latex" in formats:
+        for name, t in tables.items():
+            write(f"{name}.tex", t.latex(name))
+    if "html" in formats:
+        write("report.html", _html_report(title, merged, tables, runs_t, figs, notes))
+
+    return figs, fig_files, files
 
 
 def _default_title(merged: Merged) -> str:
