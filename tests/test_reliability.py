@@ -207,5 +207,6 @@ def test_a_full_disk_is_a_message_naming_the_path_and_exit_2(tmp_path, monkeypat
         raise OSError(errno.ENOSPC, "No space left on device", str(out))
 
     monkeypatch.setattr(baseline, "create_baseline", full)
+    (tmp_path / "run").mkdir()  # checked at parse time (click.Path(exists=True))
     result = invoke(["baseline", str(tmp_path / "run"), "--out", str(tmp_path / "b.json")])
     assert_refused(result, "the disk is full", str(tmp_path / "b.json"))
