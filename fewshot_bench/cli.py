@@ -152,7 +152,7 @@ def main() -> None:
                    f"{_TUNE_STEPS}].")
 @click.option("--lr", type=float, default=None,
               help=f"Learning rate [default: per --tune mode, {_TUNE_LR}].")
-@click.option("--eval-steps", default="", callback=lambda _c, _p, v: v or (),
+@click.option("--eval-steps", default="",
               help="Also record each trained episode's query accuracy after these many steps "
                    "(comma list, each <= --steps): a learning curve from one run.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_DEFAULTS.optimizer,
