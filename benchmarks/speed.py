@@ -69,6 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="input size [default: the data set's, as bench run]")
     p.add_argument("--methods", default=",".join(d.trained_methods),
                    help="trained methods to time (comma list)")
+    p.add_argument("--episode-batch", type=int, default=None,
+                   help="episodes trained together, as bench run's --episode-batch "
+                        "[default: what bench run chooses from memory]")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads [default: torch's own choice]")
@@ -97,7 +100,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = RunConfig(shots=args.shots, tune=args.tune, steps=args.steps, lr=args.lr,
-                    compile=args.compile,
+                    compile=args.compile, episode_batch=args.episode_batch,
                     image_size=args.image_size,
                     methods=tuple(m for m in args.methods.split(",") if m), device=args.device)
     cfg.validate()

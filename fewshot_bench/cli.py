@@ -10,6 +10,7 @@ from click.core import ParameterSource
 
 from .config import LOGREG_SOLVERS, METHODS, OPTIMIZERS, TUNE_DEFAULTS, TUNE_MODES, RunConfig
 from .errors import BenchError, RunFailed
+from .fileio import disk_full_message
 
 _DEFAULTS = RunConfig()
 _SPLIT_RATIOS_HELP = ("folder:PATH without PATH/split.json: the shares of its classes in train, "
@@ -64,10 +65,7 @@ class BenchGroup(_Summary, click.Group):
         except OSError as exc:
             if exc.errno != errno.ENOSPC or ctx.meta.get("debug"):
                 raise
-            where = f" writing {exc.filename}" if exc.filename else ""
-            click.echo(f"error: the disk is full{where} ({exc.strerror}). Files written "
-                       "atomically are whole, and finished results are kept: free some space, "
-                       "then run the same command again (a run resumes).", err=True)
+            click.echo(f"error: {disk_full_message(exc)}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             if ctx.invoked_subcommand == "finetune":

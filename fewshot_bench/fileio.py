@@ -4,8 +4,10 @@ the lock that keeps two commands out of one output folder."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Callable, Iterator
@@ -39,7 +41,10 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give a normal file's mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            with contextlib.suppress(OSError):  # what was written before the disk filled up
+                note_space_needed(exc, os.path.getsize(tmp), path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
@@ -52,8 +57,51 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
 
 
 def write_atomic(path: str | Path, text: str) -> None:
-    with atomic_open(path, "w") as f:
-        f.write(text)
+    try:
+        with atomic_open(path, "w") as f:
+            f.write(text)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            note_space_needed(exc, len(text.encode()), path)
+        raise
+
+
+def note_space_needed(exc: OSError, nbytes: int, path: str | Path | None = None) -> None:
+    """Attach to a full-disk error the bytes the failed write needed (the largest known) and
+    the path, for the message that `disk_full_message` makes of it."""
+    exc.space_needed = max(getattr(exc, "space_needed", 0), int(nbytes))
+    if path is not None and not exc.filename:
+        exc.filename = str(path)
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    raise AssertionError  # not reached
+
+
+def disk_full_message(exc: OSError) -> str:
+    """One paragraph for ENOSPC: the path, the space free on its file system now, and the
+    space the failed write needed (at least; finishing the command needs more)."""
+    where = f" writing {exc.filename}" if exc.filename else ""
+    facts = []
+    folder = Path(exc.filename).parent if exc.filename else None
+    while folder is not None and not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder is not None:
+        with contextlib.suppress(OSError):
+            facts.append(f"{_size(shutil.disk_usage(folder).free)} free on the file system "
+                         f"of {folder}")
+    needed = getattr(exc, "space_needed", 0)
+    if needed:
+        facts.append(f"that file needed at least {_size(needed)}")
+    detail = f": {' and '.join(facts)}" if facts else ""
+    return (f"the disk is full{where} ({exc.strerror}){detail}. Files written atomically "
+            "are whole, and finished results are kept: free some space (a few times what is "
+            "named here, since the command writes more after this file), then run the same "
+            "command again (a run resumes).")
 
 
 def file_sha256(path: str | Path) -> str:

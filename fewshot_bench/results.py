@@ -9,6 +9,7 @@ report instead of entering the summary.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ from typing import Callable
 from .analysis import json_kind, row_problem
 from .config import RunConfig
 from .errors import BenchError
-from .fileio import folder_entries, write_atomic
+from .fileio import folder_entries, note_space_needed, write_atomic
 
 ROWS = "episodes.jsonl"
 RECORD = "run.json"
@@ -239,9 +240,15 @@ class RowLog:
         self._file = open(path, "a")
 
     def append(self, rows: list[dict]) -> None:
-        self._file.write(_lines(rows))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        text = _lines(rows)
+        try:
+            self._file.write(text)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:  # a resume drops the cut-off last line
+                note_space_needed(exc, len(text.encode()), self._file.name)
+            raise
 
     def close(self) -> None:
         self._file.close()

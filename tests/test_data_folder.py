@@ -132,6 +132,23 @@ def test_bad_folders(tmp_path):
     assert create_dataset(f"folder:{two}", "test", split_ratios="0:0:1").num_classes == 2
 
 
+def test_a_symlink_loop_inside_a_class_is_skipped_with_a_warning_naming_it(tmp_path):
+    """Issue 17: one looping symlink used to make the whole folder unreadable, and the
+    message named only the root. Now that entry is skipped, named, and the rest loads."""
+    path = make_image_folder(tmp_path / "pics")
+    loop_a, loop_b = path / "class_03" / "a.png", path / "class_03" / "b.png"
+    loop_a.symlink_to("b.png")
+    loop_b.symlink_to("a.png")
+    (path / "class_04" / "sub").symlink_to("../class_04")  # a folder loop: not an image
+    with pytest.warns(UserWarning) as caught:
+        data = create_dataset(f"folder:{path}", "train", split_ratios="1:0:0")
+    messages = [str(w.message) for w in caught if "cannot be read" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert "skipped 2 entries of" in messages[0] and str(path / "class_03") in messages[0]
+    assert str(loop_a) in messages[0] and "symbolic links" in messages[0]
+    assert data.num_classes == 10 and len(data) == 30
+
+
 def test_corrupt_image_names_the_file_and_writes_no_cache(tmp_path):
     path = make_image_folder(tmp_path / "pics")
     split = auto_split([f"class_{c:02d}" for c in range(10)])

@@ -198,6 +198,46 @@ def test_an_unreadable_weights_file_gets_a_message_cut_between_words(tmp_path, m
     assert kept != detail and words.startswith(kept) and words[len(kept)] == " "  # whole words
 
 
+def _fsync_fails_full(monkeypatch, module):
+    """The disk fills up: `module`'s os.fsync reports ENOSPC, as it does on a full disk."""
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(module.os, "fsync", full)
+
+
+def test_a_full_disk_message_names_the_free_space_and_the_space_needed(tmp_path, monkeypatch):
+    """Issue 17: the message says how much the failed write needed and what is free."""
+    from fewshot_bench import fileio
+    from fewshot_bench.fileio import disk_full_message, write_atomic
+
+    target = tmp_path / "summary.csv"
+    target.write_text("old\n")
+    _fsync_fails_full(monkeypatch, fileio)
+    with pytest.raises(OSError) as err:
+        write_atomic(target, "x" * 3000)
+    assert err.value.space_needed == 3000 and err.value.filename == str(target)
+    assert target.read_text() == "old\n" and sorted(tmp_path.iterdir()) == [target]
+    message = disk_full_message(err.value)
+    assert str(target) in message and "2.9 KiB" in message, message
+    assert f"free on the file system of {tmp_path}" in message, message
+
+
+def test_a_full_disk_while_appending_rows_names_the_log_and_the_row_bytes(tmp_path, monkeypatch):
+    from fewshot_bench import results
+
+    log = results.RowLog(tmp_path / "episodes.jsonl")
+    _fsync_fails_full(monkeypatch, results)
+    rows = [{"episode": 0, "method": "ce", "accuracy": 0.5}]
+    with pytest.raises(OSError) as err:
+        log.append(rows)
+    log.close()
+    assert err.value.filename == str(tmp_path / "episodes.jsonl")
+    assert err.value.space_needed == len(results._lines(rows).encode())
+
+
 def test_a_full_disk_is_a_message_naming_the_path_and_exit_2(tmp_path, monkeypatch):
     import errno
 
@@ -209,4 +249,4 @@ def test_a_full_disk_is_a_message_naming_the_path_and_exit_2(tmp_path, monkeypat
     monkeypatch.setattr(baseline, "create_baseline", full)
     (tmp_path / "run").mkdir()  # checked at parse time (click.Path(exists=True))
     result = invoke(["baseline", str(tmp_path / "run"), "--out", str(tmp_path / "b.json")])
-    assert_refused(result, "the disk is full", str(tmp_path / "b.json"))
+    assert_refused(result, "the disk is full", str(tmp_path / "b.json"), "free on the file system")

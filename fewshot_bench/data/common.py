@@ -7,6 +7,7 @@ import io
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -163,18 +164,36 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+def _entries(folder: Path, keep) -> list[Path]:
+    """Entries of `folder` that `keep(entry)` accepts, sorted by name. An entry that cannot
+    be inspected (a symlink loop, a permission error) is skipped with a warning that names
+    it, rather than making the whole folder unreadable."""
+    kept, unreadable = [], []
+    with os.scandir(folder) as it:
+        for e in it:
+            try:
+                if keep(e):
+                    kept.append(Path(e.path))
+            except OSError as exc:
+                unreadable.append(f"{e.path} ({exc.strerror or exc})")
+    if unreadable:
+        shown = "; ".join(unreadable[:3]) + (f"; and {len(unreadable) - 3} more"
+                                             if len(unreadable) > 3 else "")
+        warnings.warn(f"skipped {len(unreadable)} entr{'y' if len(unreadable) == 1 else 'ies'} "
+                      f"of {folder} that cannot be read: {shown}. Fix or remove "
+                      f"{'it' if len(unreadable) == 1 else 'them'} to use "
+                      f"{'it' if len(unreadable) == 1 else 'them'}.", stacklevel=3)
+    return sorted(kept, key=lambda p: p.name)
+
+
 def list_images(folder: Path) -> list[Path]:
     """Image files directly in `folder`, sorted by name (hidden files skipped)."""
-    with os.scandir(folder) as it:
-        return sorted((Path(e.path) for e in it if e.is_file() and is_image_file(Path(e.name))),
-                      key=lambda p: p.name)
+    return _entries(folder, lambda e: is_image_file(Path(e.name)) and e.is_file())
 
 
 def list_subdirs(folder: Path) -> list[Path]:
     """Visible subfolders of `folder`, sorted by name."""
-    with os.scandir(folder) as it:
-        return sorted((Path(e.path) for e in it if e.is_dir() and not e.name.startswith(".")),
-                      key=lambda p: p.name)
+    return _entries(folder, lambda e: not e.name.startswith(".") and e.is_dir())
 
 
 def learn2learn_datasets():
