@@ -313,6 +313,10 @@ def episodes_for(cfg: RunConfig, data) -> tuple[EpisodeSet, Path, bool, Grouping
 def _read_inputs(cfg: RunConfig, episodes: EpisodeSet | None = None) -> _Inputs:
     """Rank 0 (and one process) loads or samples the stored episodes; the other ranks get
     rank 0's `episodes` and only check that their own copy of the data is the same."""
+    # the backbone first: a bad --backbone, --weights or --tune is refused in about a second,
+    # before the data set loads and before a new episode file is written
+    model = create_backbone(cfg.backbone, weights=cfg.weights)
+    split = split_backbone(model, cfg.tune)
     data = create_dataset(cfg.dataset, cfg.split, cfg.data_root, split_ratios=cfg.split_ratios,
                           image_size=cfg.image_size or default_input_size(cfg.backbone))
     if episodes is not None:
@@ -322,11 +326,10 @@ def _read_inputs(cfg: RunConfig, episodes: EpisodeSet | None = None) -> _Inputs:
     else:
         episodes, episode_file, created, grouping, _ = episodes_for(cfg, data)
         spec = episodes.spec
-    model = create_backbone(cfg.backbone, weights=cfg.weights)
     data_cfg = backbone_data_config(model)
     image_size = cfg.image_size or data.meta.get("image_size") or data_cfg["input_size"][-1]
     return _Inputs(data, spec, episodes, episode_file, created, model, data_cfg, image_size,
-                   split_backbone(model, cfg.tune), grouping)
+                   split, grouping)
 
 
 def _check_same_data(cfg: RunConfig, data, episodes: EpisodeSet, here: str) -> None:

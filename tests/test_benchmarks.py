@@ -48,3 +48,14 @@ def test_full_profile_runs(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"G=  2 batch    4: +[0-9.]+ ms/image", proc.stdout), proc.stdout
     assert re.search(r"[0-9]+% of self CPU time in convolution kernels", proc.stdout), proc.stdout
+
+
+def test_last_ceiling_runs(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ceiling_last.py"), "--image-size", "32",
+         "--group", "2", "--steps", "2", "--threads", "1"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"ceiling: +[0-9.]+ s = [0-9.]+ s per episode", proc.stdout), proc.stdout
+    assert re.search(r"^engine_vs_ceiling=[0-9.]+$", proc.stdout, re.M), proc.stdout

@@ -124,6 +124,28 @@ def test_a_refused_sweep_leaves_no_sweep_folder(tiny, tmp_path, extra, words):
     assert not (tmp_path / "sweep").exists()  # so the corrected command is not refused
 
 
+@pytest.mark.parametrize("extra, words", [
+    (["--backbone", "no-such-net"], "no-such-net"),
+    (["--weights", "{tmp}/weights.txt"], "weights.txt"),
+])
+def test_a_bad_backbone_or_weights_is_refused_before_the_data_loads(tiny, tmp_path, monkeypatch,
+                                                                    extra, words):
+    """Issue 17 (9): found before the data set is read and the episode file written (that
+    took 7-45 s), not after."""
+    from fewshot_bench import runner
+
+    (tmp_path / "weights.txt").write_text("not a checkpoint\n")
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data set was loaded before the backbone was checked")
+
+    monkeypatch.setattr(runner, "create_dataset", no_data)
+    extra = [x.replace("{tmp}", str(tmp_path)) for x in extra]
+    result = invoke(tiny.args(tmp_path / "eps", tmp_path / "out", *extra), tmp_path)
+    assert_refused(result, words)
+    assert not (tmp_path / "eps").exists() and not (tmp_path / "out").exists()
+
+
 def test_the_corrected_sweep_runs_in_the_folder_of_a_refused_one(tiny, tmp_path):
     assert_refused(_sweep(tiny, tmp_path, "--ways", "100"))
     result = _sweep(tiny, tmp_path, "--ways", "5")
