@@ -179,10 +179,10 @@ def _entries(folder: Path, keep) -> list[Path]:
     if unreadable:
         shown = "; ".join(unreadable[:3]) + (f"; and {len(unreadable) - 3} more"
                                              if len(unreadable) > 3 else "")
-        warnings.warn(f"skipped {len(unreadable)} entr{'y' if len(unreadable) == 1 else 'ies'} "
-                      f"of {folder} that cannot be read: {shown}. Fix or remove "
-                      f"{'it' if len(unreadable) == 1 else 'them'} to use "
-                      f"{'it' if len(unreadable) == 1 else 'them'}.", stacklevel=3)
+        one = len(unreadable) == 1
+        warnings.warn(f"skipped {len(unreadable)} entr{'y' if one else 'ies'} of {folder} "
+                      f"that cannot be read: {shown}. The rest of the folder is used; fix or "
+                      f"remove {'it' if one else 'them'} to silence this.", stacklevel=3)
     return sorted(kept, key=lambda p: p.name)
 
 
