@@ -42,7 +42,7 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give a normal file's mode
         os.replace(tmp, path)
     except BaseException as exc:
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        if isinstance(exc, OSError):
             with contextlib.suppress(OSError):  # what was written before the disk filled up
                 note_space_needed(exc, os.path.getsize(tmp), path)
         with contextlib.suppress(FileNotFoundError):
@@ -61,25 +61,27 @@ def write_atomic(path: str | Path, text: str) -> None:
         with atomic_open(path, "w") as f:
             f.write(text)
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            note_space_needed(exc, len(text.encode()), path)
+        note_space_needed(exc, len(text.encode()), path)
         raise
 
 
 def note_space_needed(exc: OSError, nbytes: int, path: str | Path | None = None) -> None:
     """Attach to a full-disk error the bytes the failed write needed (the largest known) and
-    the path, for the message that `disk_full_message` makes of it."""
+    the path, for the message that `disk_full_message` makes of it; other errors pass."""
+    if exc.errno != errno.ENOSPC:
+        return
     exc.space_needed = max(getattr(exc, "space_needed", 0), int(nbytes))
     if path is not None and not exc.filename:
         exc.filename = str(path)
 
 
 def _size(nbytes: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if nbytes < 1024 or unit == "GiB":
-            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+    if nbytes < 1024:
+        return f"{nbytes:.0f} bytes"
+    for unit in ("KiB", "MiB", "GiB"):
         nbytes /= 1024
-    raise AssertionError  # not reached
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.1f} {unit}"
 
 
 def disk_full_message(exc: OSError) -> str:

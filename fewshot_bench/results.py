@@ -9,7 +9,6 @@ report instead of entering the summary.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -245,9 +244,8 @@ class RowLog:
             self._file.write(text)
             self._file.flush()
             os.fsync(self._file.fileno())
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:  # a resume drops the cut-off last line
-                note_space_needed(exc, len(text.encode()), self._file.name)
+        except OSError as exc:  # a full disk: a resume drops the cut-off last line
+            note_space_needed(exc, len(text.encode()), self._file.name)
             raise
 
     def close(self) -> None:
