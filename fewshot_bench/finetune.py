@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, vmap
 
-from . import fused, logreg
-from .config import TUNE_DEFAULTS
+from . import folded, fused, logreg
+from .config import FLOAT32_MAX, TUNE_DEFAULTS
 from .losses import combined_loss
 from .runtime import as_compute_float, keep_freed_memory
 from .split import BackboneSplit
@@ -87,18 +87,28 @@ def view_schedule(seed: int, episode: int, steps: int, n_images: int, views: int
 
 
 def _make_optimizer(params: list[Tensor], cfg: FinetuneConfig) -> torch.optim.Optimizer:
+    # fused Adam: one pass over the parameters per step, not ~10 (the per-tensor loop
+    # dominated a --tune last step, whose per-episode parameters are millions of numbers)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
 def optimizer_step(opt: torch.optim.Optimizer) -> str:
     """`opt.step()`; the reason its episodes fail when a learning rate or weight decay
-    overflows float32 in it (torch raises "value cannot be converted to type float without
-    overflow"), else "". The configurations refuse such values (config.check_float32_step);
-    this keeps any that slip through a recorded failure rather than a traceback."""
+    overflows float32 in it, else "". The configurations refuse such values
+    (config.check_float32_step); this keeps any that slip through a recorded failure rather
+    than a traceback, and checks first because the fused Adam kernels do not raise but
+    write inf ("value cannot be converted to type float without overflow" is what the
+    others raise)."""
+    for group in opt.param_groups:
+        # Adam's first step is lr / (1 - beta1)
+        step = group["lr"] / (1 - group["betas"][0]) if "betas" in group else group["lr"]
+        if max(step, group.get("weight_decay", 0.0)) > FLOAT32_MAX:
+            return (f"the optimiser overflowed float32 (lr {group['lr']:g}, weight decay "
+                    f"{group.get('weight_decay', 0.0):g}); lower --lr or --weight-decay")
     try:
         opt.step()
     except RuntimeError as exc:
@@ -142,6 +152,9 @@ class EpisodeFinetuner:
         self.device = torch.device(device)
         self.autocast_dtype = autocast_dtype
         self.upper = split.upper.eval().to(self.device)
+        # a convolutional upper part runs with episodes folded into channels (folded.py),
+        # else under vmap
+        self.folded = folded.fold(self.upper)
         named = dict(self.upper.named_parameters())
         self.params0 = {n: named[n].detach() for n in split.trainable}
         self.frozen = {n: p.detach() for n, p in named.items() if n not in self.params0}
@@ -172,6 +185,9 @@ class EpisodeFinetuner:
             with self._autocast():
                 return as_compute_float(self.upper.forward_episodes(params, x))
         frozen = self.frozen
+        if self.folded is not None:
+            with self._autocast():
+                return as_compute_float(self.folded.forward_episodes({**params, **frozen}, x))
 
         def one(p: dict[str, Tensor], xe: Tensor) -> Tensor:
             return functional_call(self.upper, {**p, **frozen}, (xe,))
