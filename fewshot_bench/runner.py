@@ -332,6 +332,14 @@ def _read_inputs(cfg: RunConfig, episodes: EpisodeSet | None = None) -> _Inputs:
                    split, grouping)
 
 
+def check_inputs(cfg: RunConfig) -> None:
+    """What `run` checks before its work, without the work: the backbone, --weights and
+    --tune, the data set, and the episodes (--ways/--shots/--queries against the split;
+    sampled and stored if new, as `run` would). For callers that do costly work before they
+    evaluate (bench transfer fine-tunes first), so bad input is refused up front."""
+    _read_inputs(cfg.validate())
+
+
 def _check_same_data(cfg: RunConfig, data, episodes: EpisodeSet, here: str) -> None:
     """On a rank other than 0 (possibly another machine): the data set must be the one
     rank 0 made or loaded the episodes for, or the ranks would score different images."""

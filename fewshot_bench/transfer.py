@@ -34,7 +34,7 @@ from .fileio import folder_lock, write_atomic
 from .fulltune import FullFinetuneConfig, finetune_full
 from .report import build_report
 from .results import RESUME_FREE, own_folder_record
-from .runner import run as run_episodes
+from .runner import check_inputs, run as run_episodes
 
 __all__ = ["TransferConfig", "TransferResult", "run_transfer", "NETWORKS", "RECORD"]
 
@@ -129,6 +129,9 @@ def run_transfer(cfg: TransferConfig, *, progress: bool = True,
     out = Path(cfg.out) if cfg.out else default_out_dir(cfg)
     settings = cfg.finetune_settings()
     _check_out(out, settings)
+    # the evaluation's backbone, data and episodes (e.g. --ways too many for the split) are
+    # checked before the fine-tunes, which take minutes
+    check_inputs(cfg.run)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -89,6 +89,8 @@ def test_other_finetuning_settings_are_refused(done):
     (["--finetune-steps", "2", "--epochs", "1"], "either --epochs or --steps"),
     (["--batch-size", "1"], "at least 2 images"),
     (["--methods", "logreg", "--logreg-solver", "lbfgs"], "'lbfgs' is not one of"),
+    # found by the evaluation's episodes: refused before the fine-tunes, not after them
+    (["--ways", "500"], "--ways 500 needs 500 classes"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, extra, words):
     folder = tmp_path / "imgs"
