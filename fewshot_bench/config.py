@@ -39,13 +39,13 @@ DEVICES = ("auto", "cpu", "cuda")
 # memory grows with the image size squared (timm backbones take at most about 600 px).
 # The fine-tuning defaults of each --tune mode (lr and steps of the optimiser), chosen on
 # validation episodes with the rule of docs/protocol.md (the most accurate CE setting;
-# SCHaNe shares them). An explicit --lr / --steps wins; run.json records the values used. `norm` and
-# `head` are selected on 600 val episodes (the same cell wins); `last` (100 episodes) and
-# `full` (50) are provisional (docs/protocol.md).
+# SCHaNe shares them). An explicit --lr / --steps wins; run.json records the values used.
+# `head`, `norm` and `last` are selected on 600 val episodes; `full` (50) is provisional
+# (docs/protocol.md).
 TUNE_DEFAULTS = {
     "head": {"lr": 0.001, "steps": 10},
     "norm": {"lr": 0.001, "steps": 10},
-    "last": {"lr": 0.0003, "steps": 25},  # 600 val episodes (lr 3e-4 x 50 steps not run)
+    "last": {"lr": 0.0003, "steps": 50},  # 600 val episodes, 1-shot
     "full": {"lr": 0.0001, "steps": 10},  # provisional: 50 val episodes, two lrs
 }
 MAX_EPISODES = 100_000

@@ -20,7 +20,7 @@ statistics and drop-path on, so a module run in train mode changes the result; t
 random-init timm ViTs at 32 px: class-token (test_vit, drop-path on), average-pooled with
 `fc_norm` after pooling (test_vit2) and attention-pooled (test_vit3, MAP). Bench run's
 own hyperparameters at the `--tune last` defaults (config.TUNE_DEFAULTS: Adam, lr 0.0003,
-25 steps, 2 views), CE and SCHaNe.
+50 steps, 2 views), CE and SCHaNe.
 """
 
 from __future__ import annotations
