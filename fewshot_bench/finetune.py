@@ -10,9 +10,9 @@ Why it is fast: the frozen part of the backbone ran once into the feature bank
 (`bank.py`), and episodes are trained together: each trainable tensor gets a leading
 episode dimension and one call runs the upper network for all of them: a convolutional
 stage with the episodes folded into its channels (`folded.py`: 1x1 convolutions as batched
-matrix products), anything else under `torch.func.vmap(functional_call(...))`. Episodes never interact: each has its own parameters, its loss is
-summed (not averaged) over episodes so every episode's gradient is exactly its own, and
-Adam/SGD update elementwise. So grouping changes speed, not results. In `--tune norm` the
+matrix products), anything else under `torch.func.vmap(functional_call(...))`. Episodes
+never interact: each has its own parameters, its loss is summed (not averaged) over
+episodes so every episode's gradient is exactly its own, and Adam/SGD update elementwise. So grouping changes speed, not results. In `--tune norm` the
 step (gather the bank views, affine, clamp, pool) is one compiled kernel where that pays
 (`fused.py`; `compile=False` keeps it eager).
 """
