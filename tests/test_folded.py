@@ -51,9 +51,11 @@ def _episode_params(upper: nn.Module) -> dict[str, torch.Tensor]:
             for n, p in upper.named_parameters()}
 
 
-def _vmapped(upper: nn.Module, params: dict, x: torch.Tensor) -> torch.Tensor:
-    buffers = dict(upper.named_buffers())
-    return vmap(lambda p, xe: functional_call(upper, {**p, **buffers}, (xe,)))(params, x)
+def _vmapped(upper: nn.Module, params: dict, x: torch.Tensor,
+             frozen: dict | None = None) -> torch.Tensor:
+    """The engine's general path: per-episode `params`, shared `frozen` (default: buffers)."""
+    frozen = dict(upper.named_buffers()) if frozen is None else frozen
+    return vmap(lambda p, xe: functional_call(upper, {**p, **frozen}, (xe,)))(params, x)
 
 
 def _last_upper(build) -> tuple[nn.Module, torch.Tensor]:
@@ -93,7 +95,7 @@ def test_shared_weights_and_same_padding():
     x = torch.randn(G, B, 4, 7, 7, dtype=torch.float64)
     params = {n: p for n, p in _episode_params(upper).items() if not n.startswith("0.")}
     frozen = {**dict(upper.named_buffers()), "0.weight": upper[0].weight, "0.bias": upper[0].bias}
-    want = vmap(lambda p, xe: functional_call(upper, {**p, **frozen}, (xe,)))(params, x)
+    want = _vmapped(upper, params, x, frozen)
     got = fold(upper).forward_episodes({**params, **frozen}, x)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
