@@ -8,7 +8,8 @@ import sys
 import click
 from click.core import ParameterSource
 
-from .config import LOGREG_SOLVERS, METHODS, OPTIMIZERS, TUNE_DEFAULTS, TUNE_MODES, RunConfig
+from .config import (LOGREG_SOLVERS, METHODS, OPTIMIZERS, TUNE_MODES, RunConfig,
+                     describe_tune_default)
 from .errors import BenchError, RunFailed
 from .fileio import disk_full_message
 
@@ -77,8 +78,8 @@ class BenchGroup(_Summary, click.Group):
             ctx.exit(130)
 
 
-_TUNE_LR = ", ".join(f"{m} {d['lr']:g}" for m, d in TUNE_DEFAULTS.items())
-_TUNE_STEPS = ", ".join(f"{m} {d['steps']}" for m, d in TUNE_DEFAULTS.items())
+_TUNE_LR = describe_tune_default("lr")
+_TUNE_STEPS = describe_tune_default("steps")
 
 
 def _set_debug(ctx: click.Context, _param, value: bool) -> None:

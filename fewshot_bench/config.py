@@ -32,11 +32,6 @@ LOGREG_SOLVERS = ("torch", "sklearn")  # logreg.SOLVERS; sklearn is the referenc
 TUNE_MODES = ("head", "norm", "last", "full")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
-# Upper bounds, far above any real use, so a typo (an extra zero or ten) is refused before
-# anything is written instead of exhausting memory or hanging: episode arrays are allocated
-# for all episodes up front (600-2000 is the usual protocol), every step of every episode
-# runs (10 is the default), the feature bank holds bank-views x images features, and its
-# memory grows with the image size squared (timm backbones take at most about 600 px).
 # The fine-tuning defaults of each --tune mode (lr and steps of the optimiser), chosen on
 # validation episodes with the rule of docs/protocol.md (the most accurate CE setting;
 # SCHaNe shares them). An explicit --lr / --steps wins; run.json records the values used.
@@ -48,6 +43,19 @@ TUNE_DEFAULTS = {
     "last": {"lr": 0.0003, "steps": 50},  # 600 val episodes, 1-shot
     "full": {"lr": 0.0001, "steps": 10},  # provisional: 50 val episodes, two lrs
 }
+# Where a mode's validation optimum moves with the shot count: {mode: {K: values}} replaces
+# TUNE_DEFAULTS[mode] for episodes whose fewest shots per class are K or more. `last` at 5
+# shots wants a larger lr than at 1 (docs/protocol.md); `norm` and `head` share one optimum.
+# Shot counts between two selections take the lower one's values (not separately validated).
+TUNE_DEFAULTS_BY_SHOTS = {
+    "last": {5: {"lr": 0.001, "steps": 50}},  # 200 val episodes, 5-shot
+}
+
+# Upper bounds, far above any real use, so a typo (an extra zero or ten) is refused before
+# anything is written instead of exhausting memory or hanging: episode arrays are allocated
+# for all episodes up front (600-2000 is the usual protocol), every step of every episode
+# runs (10 is the default), the feature bank holds bank-views x images features, and its
+# memory grows with the image size squared (timm backbones take at most about 600 px).
 MAX_EPISODES = 100_000
 MAX_STEPS = 100_000
 MAX_BANK_VIEWS = 256
@@ -57,6 +65,28 @@ MAX_IMAGE_SIZE = 1024
 # Adam's first step is lr / (1 - beta1) = 10 lr, SGD's lr, Adam's and SGD's weight decay.
 FLOAT32_MAX = 3.4028234663852886e38
 ADAM_FIRST_STEP = 10.0  # 1 / (1 - beta1), beta1 = 0.9
+
+
+def tune_defaults(tune: str, shots: int) -> dict:
+    """The default {"lr", "steps"} of --tune `tune` for episodes with at least `shots`
+    support images per class (TUNE_DEFAULTS, then TUNE_DEFAULTS_BY_SHOTS)."""
+    values = dict(TUNE_DEFAULTS[tune])
+    for from_shots, override in sorted(TUNE_DEFAULTS_BY_SHOTS.get(tune, {}).items()):
+        if shots >= from_shots:
+            values.update(override)
+    return values
+
+
+def describe_tune_default(key: str) -> str:
+    """One line for --help: each mode's default `key` ("lr" or "steps"), with its
+    per-shot values, e.g. "norm 0.001, last 0.0003 (0.001 from 5 shots)"."""
+    parts = []
+    for mode, values in TUNE_DEFAULTS.items():
+        more = [f"{v[key]:g} from {k} shots"
+                for k, v in sorted(TUNE_DEFAULTS_BY_SHOTS.get(mode, {}).items())
+                if v[key] != values[key]]
+        parts.append(f"{mode} {values[key]:g}" + (f" ({', '.join(more)})" if more else ""))
+    return ", ".join(parts)
 
 
 def check_float32_step(lr: float, weight_decay: float, optimizer: str, hint: str,
@@ -166,7 +196,7 @@ class RunConfig:
       methods: names from METHODS. lam, tau, beta: the contrastive term's weight in [0, 1],
         temperature and hard-negative concentration.
       tune: what trains per episode (TUNE_MODES); steps, lr: optimiser steps and learning
-        rate per episode (None: TUNE_DEFAULTS[tune]); eval_steps: also score the queries
+        rate per episode (None: tune_defaults(tune, shots)); eval_steps: also score the queries
         after these step counts.
       views, bank_views: augmented views per support image per step, and stored per image.
       episodes_dir, out: where episode files are stored and reused, and the results folder
@@ -201,8 +231,8 @@ class RunConfig:
     schane_form: str = SCHANE_FORM  # recorded, not an option: which loss `schane` is
     views: int = 2
     bank_views: int = 8
-    steps: int | None = None  # None: TUNE_DEFAULTS of --tune (filled in by validate())
-    lr: float | None = None  # None: TUNE_DEFAULTS of --tune
+    steps: int | None = None  # None: tune_defaults of --tune and shots (set by validate())
+    lr: float | None = None  # None: tune_defaults of --tune and shots
     optimizer: str = "adam"
     weight_decay: float = 0.0
     logit_scale: float = 10.0
@@ -266,7 +296,8 @@ class RunConfig:
             bad(f"--lambda must lie in [0, 1] (got {self.lam}): 0 is plain CE, 1 is SCHaNe alone.")
         if self.tune not in TUNE_MODES:
             bad(f"Unknown --tune '{self.tune}'. Use one of {', '.join(TUNE_MODES)}.")
-        defaults = TUNE_DEFAULTS[self.tune]
+        fewest = parse_shots_dist(self.shots_dist).lo if self.shots_dist else self.shots
+        defaults = tune_defaults(self.tune, fewest)
         if self.lr is None:
             self.lr = defaults["lr"]
         if self.steps is None:
@@ -281,7 +312,6 @@ class RunConfig:
         if self.views < 1:
             bad(f"--views must be at least 1 (got {self.views}).")
         contrastive = [m for m in self.methods if m in CONTRASTIVE]
-        fewest = parse_shots_dist(self.shots_dist).lo if self.shots_dist else self.shots
         if contrastive and self.views < 2 and (fewest < 2 or "hcl" in contrastive):
             why = ("hcl's positives are the other views of the same image" if "hcl" in contrastive
                    else "with --shots 1 no support image then has a positive")
@@ -311,7 +341,7 @@ class RunConfig:
         if self.optimizer not in OPTIMIZERS:
             bad(f"Unknown --optimizer '{self.optimizer}'. Use one of {', '.join(OPTIMIZERS)}.")
         check_float32_step(self.lr, self.weight_decay, self.optimizer,
-                           f"--tune {self.tune}'s default is {defaults['lr']:g}.")
+                           f"--tune {self.tune}'s default here is {defaults['lr']:g}.")
         if self.tune == "head" and any(m in CONTRASTIVE for m in self.methods):
             bad("--tune head trains only the classifier head, so the embeddings a contrastive "
                 f"term ({', '.join(CONTRASTIVE)}) acts on cannot change and it would equal CE. "

@@ -5,7 +5,8 @@ from dataclasses import fields
 
 import pytest
 
-from fewshot_bench.config import METHODS, RunConfig
+from fewshot_bench.config import (METHODS, TUNE_DEFAULTS, TUNE_DEFAULTS_BY_SHOTS, RunConfig,
+                                   describe_tune_default, tune_defaults)
 from fewshot_bench.errors import BenchError
 
 
@@ -15,6 +16,29 @@ def test_defaults_validate():
     assert cfg.methods == ("protonet", "ce", "schane")  # the ablations are opt-in
     assert set(cfg.methods) <= set(METHODS)
     assert cfg.trained_methods == ("ce", "schane")
+
+
+def test_each_mode_fills_in_its_own_defaults():
+    for tune, values in TUNE_DEFAULTS.items():
+        cfg = RunConfig(tune=tune, methods=("protonet", "ce")).validate()
+        assert (cfg.lr, cfg.steps) == (values["lr"], values["steps"])
+
+
+def test_last_defaults_follow_the_shot_count():
+    one, five = TUNE_DEFAULTS["last"], TUNE_DEFAULTS_BY_SHOTS["last"][5]
+    assert five["lr"] != one["lr"]  # else the per-shot entry would be pointless
+    for shots, expected in ((1, one), (4, one), (5, five), (10, five)):
+        cfg = RunConfig(tune="last", shots=shots).validate()
+        assert (cfg.lr, cfg.steps) == (expected["lr"], expected["steps"]), shots
+    # imbalanced episodes: the fewest shots per class decide (here 1)
+    cfg = RunConfig(tune="last", shots_dist="uniform:1-5").validate()
+    assert (cfg.lr, cfg.steps) == (one["lr"], one["steps"])
+    assert tune_defaults("last", 5) == five
+    # an explicit value still wins, and modes without a per-shot entry ignore the shots
+    assert RunConfig(tune="last", shots=5, lr=0.01).validate().lr == 0.01
+    assert RunConfig(tune="last", shots=5, steps=7).validate().steps == 7
+    assert RunConfig(tune="norm", shots=5).validate().lr == TUNE_DEFAULTS["norm"]["lr"]
+    assert f"last {one['lr']:g} ({five['lr']:g} from 5 shots)" in describe_tune_default("lr")
 
 
 @pytest.mark.parametrize("overrides", [
