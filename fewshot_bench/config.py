@@ -41,14 +41,15 @@ TUNE_DEFAULTS = {
     "head": {"lr": 0.001, "steps": 10},
     "norm": {"lr": 0.001, "steps": 10},
     "last": {"lr": 0.0003, "steps": 50},  # 600 val episodes, 1-shot
-    "full": {"lr": 0.0001, "steps": 10},  # provisional: 50 val episodes, two lrs
+    "full": {"lr": 0.0001, "steps": 20},  # provisional: 50 val episodes, 1-shot
 }
 # Where a mode's validation optimum moves with the shot count: {mode: {K: values}} replaces
 # TUNE_DEFAULTS[mode] for episodes whose fewest shots per class are K or more. `last` at 5
-# shots wants a larger lr than at 1 (docs/protocol.md); `norm` and `head` share one optimum.
-# Shot counts between two selections take the lower one's values (not separately validated).
+# shots wants a 10x larger lr than at 1 (docs/protocol.md); `norm` and `head` share one
+# optimum; `full` is selected at 1 shot only. Shot counts between two selections take the
+# lower one's values (not separately validated).
 TUNE_DEFAULTS_BY_SHOTS = {
-    "last": {5: {"lr": 0.001, "steps": 50}},  # 200 val episodes, 5-shot
+    "last": {5: {"lr": 0.003, "steps": 25}},  # 200 val episodes, 5-shot
 }
 
 # Upper bounds, far above any real use, so a typo (an extra zero or ten) is refused before

@@ -158,17 +158,18 @@ def test_engine_matches_reference_in_float32_at_defaults(data, backbone, method)
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("backbone,dtype,rtol", [("efficientnet", torch.float64, 1e-6),
-                                                 ("resnet", torch.float32, 1e-4)])
-def test_engine_equals_reference_at_the_5_shot_defaults(backbone, dtype, rtol, method):
-    """5-shot episodes at `last`'s 5-shot defaults (a larger lr than at 1 shot), where
-    several positives per class enter SCHaNe: the default in float64, ResNet in float32.
-    At this lr even float64 rounding grows: SCHaNe's second episode differs by 5e-16, 2e-14,
-    1e-11 and 2e-9 (relative final loss) after 5, 15, 30 and 50 steps, a growth a real
-    difference in what trains would not show (it would be there from the first steps), so
-    float64 is held to 1e-6 here."""
+@pytest.mark.parametrize("backbone,rtol", [("efficientnet", 1e-6), ("resnet", 1e-9)])
+def test_engine_equals_reference_at_the_5_shot_defaults(backbone, rtol, method):
+    """5-shot episodes at `last`'s 5-shot defaults (lr 0.003 x 25 steps, ten times the
+    1-shot lr), where several positives per class enter SCHaNe, in float64. At this lr
+    rounding grows faster: at lr 0.001 x 50 SCHaNe's second EfficientNet episode differed by
+    5e-16, 2e-14, 1e-11 and 2e-9 (relative final loss) after 5, 15, 30 and 50 steps, a growth
+    a real difference in what trains would not show (it would be there from the first
+    steps), so EfficientNet is held to 1e-6. ResNet agrees to 1e-14 in float64; in float32
+    it agrees exactly up to 10 steps and then reaches 4e-3 on one episode by step 25 (equal
+    accuracies), so float32 is not pinned at these defaults (as for EfficientNet at 1 shot)."""
     assert DEFAULTS[5][method].lr != METHODS[method].lr
-    _compare(_setup(_episodes(5), backbone, dtype), DEFAULTS[5][method], rtol=rtol)
+    _compare(_setup(_episodes(5), backbone, torch.float64), DEFAULTS[5][method], rtol=rtol)
 
 
 # EfficientNet's `norm` upper part is a rebuilt module (AffineAct), not the model's own
