@@ -55,7 +55,7 @@ TUNE_DEFAULTS_BY_SHOTS = {
 # Upper bounds, far above any real use, so a typo (an extra zero or ten) is refused before
 # anything is written instead of exhausting memory or hanging: episode arrays are allocated
 # for all episodes up front (600-2000 is the usual protocol), every step of every episode
-# runs (10 is the default), the feature bank holds bank-views x images features, and its
+# runs (10 to 50 are the defaults), the feature bank holds bank-views x images features, and its
 # memory grows with the image size squared (timm backbones take at most about 600 px).
 MAX_EPISODES = 100_000
 MAX_STEPS = 100_000
@@ -80,7 +80,7 @@ def tune_defaults(tune: str, shots: int) -> dict:
 
 def describe_tune_default(key: str) -> str:
     """One line for --help: each mode's default `key` ("lr" or "steps"), with its
-    per-shot values, e.g. "norm 0.001, last 0.0003 (0.001 from 5 shots)"."""
+    per-shot values, e.g. "norm 0.001, last 0.0003 (0.003 from 5 shots)"."""
     parts = []
     for mode, values in TUNE_DEFAULTS.items():
         more = [f"{v[key]:g} from {k} shots"
