@@ -200,7 +200,7 @@ def test_engine_leaves_model_gradients_alone(data):
     """Every parameter the upper part runs is an episode's own or frozen: nothing of the
     shared model collects a gradient (an attention-pooling head reached around the upper
     part's parameters used to)."""
-    model, _, engine, support, query = _setup(data, "vit-map", torch.float32)
+    model, _, engine, support, query, _ = _setup(data, "vit-map", torch.float32)
     ids = np.arange(N_EPISODES)
     engine.finetune(support[ids], query[ids], ids, SEED, FinetuneConfig(steps=2))
     assert [n for n, p in model.named_parameters() if p.grad is not None] == []
