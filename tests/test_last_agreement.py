@@ -105,6 +105,11 @@ def data():
     return _episodes(1)
 
 
+@pytest.fixture(scope="module")
+def data5():
+    return _episodes(5)
+
+
 _built: dict = {}
 
 
@@ -159,7 +164,7 @@ def test_engine_matches_reference_in_float32_at_defaults(data, backbone, method)
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("backbone,rtol", [("efficientnet", 1e-6), ("resnet", 1e-9)])
-def test_engine_equals_reference_at_the_5_shot_defaults(backbone, rtol, method):
+def test_engine_equals_reference_at_the_5_shot_defaults(data5, backbone, rtol, method):
     """5-shot episodes at `last`'s 5-shot defaults (lr 0.003 x 25 steps, ten times the
     1-shot lr), where several positives per class enter SCHaNe, in float64. At this lr
     rounding grows faster: at lr 0.001 x 50 SCHaNe's second EfficientNet episode differed by
@@ -169,7 +174,7 @@ def test_engine_equals_reference_at_the_5_shot_defaults(backbone, rtol, method):
     it agrees exactly up to 10 steps and then reaches 4e-3 on one episode by step 25 (equal
     accuracies), so float32 is not pinned at these defaults (as for EfficientNet at 1 shot)."""
     assert DEFAULTS[5][method].lr != METHODS[method].lr
-    _compare(_setup(_episodes(5), backbone, torch.float64), DEFAULTS[5][method], rtol=rtol)
+    _compare(_setup(data5, backbone, torch.float64), DEFAULTS[5][method], rtol=rtol)
 
 
 # EfficientNet's `norm` upper part is a rebuilt module (AffineAct), not the model's own
