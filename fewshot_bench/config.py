@@ -35,13 +35,13 @@ DEVICES = ("auto", "cpu", "cuda")
 # The fine-tuning defaults of each --tune mode (lr and steps of the optimiser), chosen on
 # validation episodes with the rule of docs/protocol.md (the most accurate CE setting;
 # SCHaNe shares them). An explicit --lr / --steps wins; run.json records the values used.
-# `head`, `norm` and `last` are selected on 600 val episodes; `full` (50) is provisional
-# (docs/protocol.md).
+# `head`, `norm` and `last` are selected on 600 val episodes; `full` on 50 (its episodes
+# cost 25-50x a `last` episode here; docs/protocol.md).
 TUNE_DEFAULTS = {
     "head": {"lr": 0.001, "steps": 10},
     "norm": {"lr": 0.001, "steps": 10},
     "last": {"lr": 0.0003, "steps": 50},  # 600 val episodes, 1-shot
-    "full": {"lr": 0.0001, "steps": 20},  # provisional: 50 val episodes, 1-shot
+    "full": {"lr": 0.0001, "steps": 80},  # 50 val episodes, 1-shot
 }
 # Where a mode's validation optimum moves with the shot count: {mode: {K: values}} replaces
 # TUNE_DEFAULTS[mode] for episodes whose fewest shots per class are K or more. `last` at 5

@@ -3,7 +3,7 @@
 Issue 14: lr 0.01 (once inherited from norm) drives a fully tuned pretrained backbone to
 chance accuracy, every query in one class. The per-mode default (config.TUNE_DEFAULTS)
 must not. A tiny case: pretrained tf_efficientnet_lite0 (the offline weights), 32 px, two
-5-way 1-shot val episodes with 3 queries per class, CE, the default steps (20).
+5-way 1-shot val episodes with 3 queries per class, CE, the default steps (80).
 """
 
 import json
