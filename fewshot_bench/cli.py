@@ -80,6 +80,7 @@ class BenchGroup(_Summary, click.Group):
 
 _TUNE_LR = describe_tune_default("lr")
 _TUNE_STEPS = describe_tune_default("steps")
+_TUNE_HEAD = describe_tune_default("head_lr_factor")
 
 
 def _set_debug(ctx: click.Context, _param, value: bool) -> None:
@@ -151,6 +152,9 @@ def main() -> None:
                    f"{_TUNE_STEPS}].")
 @click.option("--lr", type=float, default=None,
               help=f"Learning rate [default: per --tune mode, {_TUNE_LR}].")
+@click.option("--head-lr-factor", type=float, default=None,
+              help="The cosine head's lr is this x --lr where backbone tensors train with it "
+                   f"(norm, last, full) [default: per --tune mode, {_TUNE_HEAD}].")
 @click.option("--eval-steps", default="",
               help="Also record each trained episode's query accuracy after these many steps "
                    "(comma list, each <= --steps): a learning curve from one run.")
@@ -215,7 +219,8 @@ def _with_config_file(ctx: click.Context, options: dict) -> dict:
 @main.command("sweep")
 @click.option("--param", "params", multiple=True, required=True, metavar="NAME=V1,V2,...",
               help="A swept hyperparameter and its values (repeatable; the grid is every "
-                   "combination): lambda, tau, beta, lr, steps, views, logit_scale, weight_decay.")
+                   "combination): lambda, tau, beta, lr, steps, views, logit_scale, weight_decay, "
+                   "head_lr_factor.")
 @click.option("--out", type=click.Path(), required=True,
               help="Sweep folder (rerun the same command to resume).")
 @click.option("--select-on", type=click.Choice(["val"]), default=None,

@@ -37,11 +37,12 @@ DEVICES = ("auto", "cpu", "cuda")
 # SCHaNe shares them). An explicit --lr / --steps wins; run.json records the values used.
 # `head`, `norm` and `last` are selected on 600 val episodes; `full` on 50 (its episodes
 # cost 25-50x a `last` episode here; docs/protocol.md).
+# head_lr_factor: the cosine head's lr over the backbone's (--tune head: the head alone, at lr).
 TUNE_DEFAULTS = {
-    "head": {"lr": 0.001, "steps": 10},
-    "norm": {"lr": 0.001, "steps": 10},
-    "last": {"lr": 0.0003, "steps": 50},  # 600 val episodes, 1-shot
-    "full": {"lr": 0.0001, "steps": 80},  # 50 val episodes, 1-shot
+    "head": {"lr": 0.001, "steps": 10, "head_lr_factor": 1.0},
+    "norm": {"lr": 0.001, "steps": 10, "head_lr_factor": 1.0},
+    "last": {"lr": 0.0003, "steps": 50, "head_lr_factor": 1.0},  # 600 val episodes, 1-shot
+    "full": {"lr": 0.0001, "steps": 80, "head_lr_factor": 1.0},  # 50 val episodes, 1-shot
 }
 # Where a mode's validation optimum moves with the shot count: {mode: {K: values}} replaces
 # TUNE_DEFAULTS[mode] for episodes whose fewest shots per class are K or more. `last` at 5
@@ -85,7 +86,7 @@ def describe_tune_default(key: str) -> str:
     for mode, values in TUNE_DEFAULTS.items():
         more = [f"{v[key]:g} from {k} shots"
                 for k, v in sorted(TUNE_DEFAULTS_BY_SHOTS.get(mode, {}).items())
-                if v[key] != values[key]]
+                if v.get(key, values[key]) != values[key]]
         parts.append(f"{mode} {values[key]:g}" + (f" ({', '.join(more)})" if more else ""))
     return ", ".join(parts)
 
@@ -234,6 +235,8 @@ class RunConfig:
     bank_views: int = 8
     steps: int | None = None  # None: tune_defaults of --tune and shots (set by validate())
     lr: float | None = None  # None: tune_defaults of --tune and shots
+    # the cosine head's lr is this x lr (norm, last, full); None: tune_defaults
+    head_lr_factor: float | None = None
     optimizer: str = "adam"
     weight_decay: float = 0.0
     logit_scale: float = 10.0
@@ -303,7 +306,14 @@ class RunConfig:
             self.lr = defaults["lr"]
         if self.steps is None:
             self.steps = defaults["steps"]
-        for name in ("lam", "tau", "beta", "lr", "weight_decay", "logit_scale", "logreg_c"):
+        if self.tune == "head" and self.head_lr_factor not in (None, 1.0):
+            bad(f"--head-lr-factor {self.head_lr_factor:g} applies where backbone tensors train "
+                "with the head (--tune norm, last, full); --tune head trains the head alone, "
+                "at --lr. Leave --head-lr-factor out, or set --lr.")
+        if self.head_lr_factor is None:
+            self.head_lr_factor = defaults["head_lr_factor"]
+        for name in ("lam", "tau", "beta", "lr", "head_lr_factor", "weight_decay", "logit_scale",
+                     "logreg_c"):
             if not math.isfinite(getattr(self, name)):
                 bad(f"{flag(name)} must be a finite number (got {getattr(self, name)}).")
         if not self.tau > 0:
@@ -337,12 +347,16 @@ class RunConfig:
                 f"--methods {','.join(self.methods)} trains nothing. Add one, or drop --eval-steps.")
         if not self.lr >= 0:
             bad(f"--lr must be >= 0 (got {self.lr}).")
+        if not self.head_lr_factor > 0:
+            bad(f"--head-lr-factor must be positive (got {self.head_lr_factor:g}): the head's "
+                f"lr is this times --lr; 1 trains head and backbone at the same lr.")
         if self.weight_decay < 0:
             bad(f"--weight-decay must be >= 0 (got {self.weight_decay}).")
         if self.optimizer not in OPTIMIZERS:
             bad(f"Unknown --optimizer '{self.optimizer}'. Use one of {', '.join(OPTIMIZERS)}.")
         check_float32_step(self.lr, self.weight_decay, self.optimizer,
-                           f"--tune {self.tune}'s default here is {defaults['lr']:g}.")
+                           f"--tune {self.tune}'s default here is {defaults['lr']:g}.",
+                           lr_factor=max(1.0, self.head_lr_factor))
         if self.tune == "head" and any(m in CONTRASTIVE for m in self.methods):
             bad("--tune head trains only the classifier head, so the embeddings a contrastive "
                 f"term ({', '.join(CONTRASTIVE)}) acts on cannot change and it would equal CE. "

@@ -50,6 +50,9 @@ class FinetuneConfig:
     views: int = 2
     steps: int = TUNE_DEFAULTS["norm"]["steps"]  # bench run's default mode
     lr: float = TUNE_DEFAULTS["norm"]["lr"]
+    # the cosine head's lr is head_lr_factor x lr when backbone tensors train with it (the
+    # usual "lower backbone lr than the head's"); a head trained alone uses lr itself
+    head_lr_factor: float = TUNE_DEFAULTS["norm"]["head_lr_factor"]
     optimizer: str = "adam"
     weight_decay: float = 0.0
     logit_scale: float = 10.0
@@ -87,14 +90,20 @@ def view_schedule(seed: int, episode: int, steps: int, n_images: int, views: int
     return np.argsort(keys, axis=-1)[..., :views]
 
 
-def _make_optimizer(params: list[Tensor], cfg: FinetuneConfig) -> torch.optim.Optimizer:
+def _make_optimizer(params: list[Tensor], cfg: FinetuneConfig,
+                    head: list[Tensor] = ()) -> torch.optim.Optimizer:
+    """The optimiser of `params` at cfg.lr and of `head` at cfg.head_lr_factor x cfg.lr
+    (at cfg.lr when `params` is empty: a head trained alone, as in --tune head)."""
+    head_lr = cfg.lr * cfg.head_lr_factor if params else cfg.lr
+    groups = [g for g in ({"params": list(params), "lr": cfg.lr},
+                          {"params": list(head), "lr": head_lr}) if g["params"]]
     # fused Adam: one pass over the parameters per step, not ~10 (the per-tensor loop
     # dominated a --tune last step, whose per-episode parameters are millions of numbers)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
 def optimizer_step(opt: torch.optim.Optimizer) -> str:
@@ -275,7 +284,7 @@ class EpisodeFinetuner:
         params = {n: p.unsqueeze(0).repeat(g, *[1] * p.dim()).requires_grad_()
                   for n, p in self.params0.items()}
         head = self.prototypes(support, support_mask).clone().requires_grad_()
-        opt = _make_optimizer([*params.values(), head], cfg)
+        opt = _make_optimizer(list(params.values()), cfg, head=[head])
         a = self.bank.shape[1]
         schedule = self._schedule(episode_ids, seed, cfg, nk)
         labels = self.support_labels.repeat_interleave(cfg.views).expand(g, -1)

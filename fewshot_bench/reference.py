@@ -125,7 +125,7 @@ def reference_finetune_episode(
     query_rows = torch.as_tensor(np.asarray(query_rows), dtype=torch.long)
 
     head = _prototypes(net, x_all, support_rows, image_labels, ways).clone().requires_grad_()
-    opt = _make_optimizer([*params, head], cfg)
+    opt = _make_optimizer(params, cfg, head=[head])
     # the schedule is drawn for all N*K slots; the real images keep their slots' views
     schedule = torch.from_numpy(view_schedule(seed, episode, cfg.steps, nk, cfg.views, a))[:, slots]
     labels = image_labels.to(device).repeat_interleave(cfg.views)

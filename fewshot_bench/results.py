@@ -30,7 +30,7 @@ RESUME_FREE = {"out", "data_root", "episodes_dir", "embeddings", "fail_fast"}
 # Settings added later, as the run.json files written before them ran: a resume of such a
 # run must use these values.
 BEFORE_ADDED = {"compile": False, "groups": "none", "schane_form": "perpos", "logreg_c": 1.0,
-                "logreg_solver": "torch", "eval_steps": []}
+                "logreg_solver": "torch", "eval_steps": [], "head_lr_factor": 1.0}
 # The shape of run.json, as far as readers use it: field -> JSON type. Only "config" is
 # required (old and hand-made run folders lack the rest).
 RECORD_FIELDS = {"config": dict, "episodes": dict, "data": dict, "backbone": dict,

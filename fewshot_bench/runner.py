@@ -81,7 +81,8 @@ def method_config(cfg: RunConfig, method: str) -> FinetuneConfig:
         contrastive=CONTRASTIVE_TERM.get(method, "schane"),
         tau=cfg.tau, beta=cfg.beta, views=cfg.views,
         detach_weights=cfg.detach_weights or method == "schane-detached",
-        steps=cfg.steps, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay,
+        steps=cfg.steps, lr=cfg.lr, head_lr_factor=cfg.head_lr_factor, optimizer=cfg.optimizer,
+        weight_decay=cfg.weight_decay,
         logit_scale=cfg.logit_scale, eval_steps=tuple(cfg.eval_steps),
     )
 

@@ -47,7 +47,8 @@ __all__ = ["PARAMS", "parse_params", "grid_points", "plan_sweep", "choose", "sel
 # --param name -> RunConfig field. The loss parameters change only the contrastive methods;
 # the training parameters change every method that trains (all but ProtoNet).
 PARAMS = {"lambda": "lam", "tau": "tau", "beta": "beta", "lr": "lr", "steps": "steps",
-          "views": "views", "logit_scale": "logit_scale", "weight_decay": "weight_decay"}
+          "views": "views", "logit_scale": "logit_scale", "weight_decay": "weight_decay",
+          "head_lr_factor": "head_lr_factor"}
 LOSS_PARAMS = ("lambda", "tau", "beta")
 INT_PARAMS = ("steps", "views")
 _ALIASES = {"lam": "lambda", "learning_rate": "lr", "wd": "weight_decay"}

@@ -63,15 +63,20 @@ def curves(cfg: RunConfig, lrs: list[float], steps: list[int], out: Path) -> pd.
                    "600 make new files: point this elsewhere).")
 @click.option("--curves", "curves_only", is_flag=True,
               help="One run per lr with --eval-steps instead of one run per (lr, steps).")
+@click.option("--head-lr-factor", type=float, default=None,
+              help="The head's lr over the backbone's, for the whole grid [default: the "
+                   "mode's]; the default folder then ends in -head<factor>.")
 @click.option("--out", default=None,
               help="Sweep folder [default: results/select-defaults-<tune>-<K>shot].")
 def main(shots: int, episodes: int, tune: str, lrs: str, steps_list: str, methods: str,
-         episodes_dir: str, curves_only: bool, out: str | None) -> None:
+         episodes_dir: str, curves_only: bool, head_lr_factor: float | None,
+         out: str | None) -> None:
     cfg = RunConfig(split="val", shots=shots, episodes=episodes, tune=tune,
-                    episodes_dir=episodes_dir,
+                    episodes_dir=episodes_dir, head_lr_factor=head_lr_factor,
                     methods=tuple(m.strip() for m in methods.split(",") if m.strip()))
     grid = parse_params([f"lr={lrs}", f"steps={steps_list}"])
-    out = out or f"results/select-defaults-{tune}-{shots}shot"
+    out = out or (f"results/select-defaults-{tune}-{shots}shot"
+                  + (f"-head{head_lr_factor:g}" if head_lr_factor is not None else ""))
     if curves_only:
         table = curves(cfg, grid["lr"], grid["steps"], Path(out))
         wide = table.pivot_table(index=["lr", "method"], columns="steps", values="mean",

@@ -33,7 +33,7 @@ def test_last_defaults_follow_the_shot_count():
     # imbalanced episodes: the fewest shots per class decide (here 1)
     cfg = RunConfig(tune="last", shots_dist="uniform:1-5").validate()
     assert (cfg.lr, cfg.steps) == (one["lr"], one["steps"])
-    assert tune_defaults("last", 5) == five
+    assert tune_defaults("last", 5) == {**one, **five}
     # an explicit value still wins, and modes without a per-shot entry ignore the shots
     assert RunConfig(tune="last", shots=5, lr=0.01).validate().lr == 0.01
     assert RunConfig(tune="last", shots=5, steps=7).validate().steps == 7
@@ -172,3 +172,18 @@ def test_values_as_a_user_types_them_are_converted():
 def test_values_that_are_not_numbers_are_refused_clearly(overrides, message):
     with pytest.raises(BenchError, match=message.replace("(", r"\(").replace(")", r"\)")):
         RunConfig(**overrides).validate()
+
+
+def test_head_lr_factor_defaults_per_mode_and_refusals():
+    for tune, values in TUNE_DEFAULTS.items():
+        methods = ("protonet", "ce")
+        assert RunConfig(tune=tune, methods=methods).validate().head_lr_factor == \
+            values["head_lr_factor"]
+    assert RunConfig(tune="last", head_lr_factor=10).validate().head_lr_factor == 10.0
+    assert RunConfig(tune="head", methods=("ce",), head_lr_factor=1).validate()
+    for bad, words in ((dict(tune="head", methods=("ce",), head_lr_factor=10), "--tune head"),
+                       (dict(tune="last", head_lr_factor=0), "must be positive"),
+                       (dict(tune="last", head_lr_factor=float("nan")), "finite"),
+                       (dict(tune="last", lr=1e37, head_lr_factor=10), "float32")):
+        with pytest.raises(BenchError, match=words):
+            RunConfig(**bad).validate()

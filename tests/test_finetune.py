@@ -19,6 +19,7 @@ from fewshot_bench.backbones import backbone_data_config, create_backbone
 from fewshot_bench.bank import build_bank, normalised_views
 from fewshot_bench.data import create_dataset
 from fewshot_bench.episodes import EpisodeSpec, sample_episodes
+from fewshot_bench import finetune
 from fewshot_bench.finetune import EpisodeFinetuner, FinetuneConfig, view_schedule
 from fewshot_bench.reference import (
     reference_finetune_episode,
@@ -93,13 +94,16 @@ CASES = [
     ("norm", FinetuneConfig(lam=0.9, steps=5, views=2, detach_weights=True,
                             optimizer="sgd", lr=1.0)),
     ("last", FinetuneConfig(lam=0.9, steps=4, views=2, optimizer="sgd", lr=0.05)),  # vmap path
+    # the head at its own lr (two optimiser parameter groups)
+    ("last", FinetuneConfig(lam=0.0, steps=4, views=2, optimizer="sgd", lr=0.05,
+                            head_lr_factor=4.0)),
     ("full", FinetuneConfig(lam=0.9, steps=2, views=2, optimizer="sgd", lr=0.005)),
 ]
 
 
 @pytest.mark.parametrize("tune,cfg", CASES, ids=[
     f"{t}-{c.optimizer}-lam{c.lam}-{c.contrastive}{'-detached' if c.detach_weights else ''}"
-    for t, c in CASES])
+    f"{f'-head{c.head_lr_factor:g}' if c.head_lr_factor != 1 else ''}" for t, c in CASES])
 def test_engine_matches_reference_loop(setup, tune, cfg):
     ids = [0, 1, 2]
     res = run(setup.engine(tune), setup, ids, cfg)
@@ -348,3 +352,22 @@ def test_nan_embeddings_fail_their_episode_in_every_method(setup):
     assert {r["reason"] for r in rows if r["method"] == "protonet"} == {"non-finite embeddings"}
     summary = analysis.method_summary(pd.DataFrame(rows))
     assert list(summary["accuracy"]) == ["n/a", "n/a"] and list(summary["failed"]) == [3, 3]
+
+
+@pytest.mark.parametrize("tune", ["head", "last"])
+def test_the_head_trains_at_its_own_lr(setup, tune, monkeypatch):
+    made = []  # the optimisers the engine builds
+    make = finetune._make_optimizer
+    monkeypatch.setattr(finetune, "_make_optimizer",
+                        lambda *a, **kw: made.append(make(*a, **kw)) or made[-1])
+    cfg = FinetuneConfig(lam=0.0, steps=1, views=2, lr=0.002, head_lr_factor=5.0)
+    base = run(setup.engine(tune), setup, [0], FinetuneConfig(lam=0.0, steps=1, views=2, lr=0.002))
+    res = run(setup.engine(tune), setup, [0], cfg)
+    groups = [(len(g["params"]), g["lr"]) for g in made[-1].param_groups]
+    if tune == "head":  # the head trains alone, at lr itself: the factor changes nothing
+        assert groups == [(1, 0.002)]
+        np.testing.assert_array_equal(res.loss_after, base.loss_after)
+    else:  # the backbone tensors at lr, the head (last) at factor x lr
+        assert groups[-1] == (1, pytest.approx(0.01)) and groups[0][1] == 0.002
+        assert len(groups) == 2 and groups[0][0] >= 1
+        assert not np.array_equal(res.loss_after, base.loss_after)

@@ -143,7 +143,8 @@ def test_engine_trains_two_episodes(family, tune, monkeypatch):
     optimised = []  # the per-episode parameter copies the engine trains, seen at the optimiser
     make = finetune._make_optimizer
     monkeypatch.setattr(finetune, "_make_optimizer",
-                        lambda params, cfg: optimised.extend(params) or make(params, cfg))
+                        lambda params, cfg, head=(): optimised.extend([*params, *head])
+                        or make(params, cfg, head))
     support = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
     query = torch.tensor([[4, 6], [0, 2]])  # another episode's support images
     res = engine.finetune(support, query, np.arange(2), 0,
