@@ -66,17 +66,22 @@ def curves(cfg: RunConfig, lrs: list[float], steps: list[int], out: Path) -> pd.
 @click.option("--head-lr-factor", type=float, default=None,
               help="The head's lr over the backbone's, for the whole grid [default: the "
                    "mode's]; the default folder then ends in -head<factor>.")
+@click.option("--optimizer", default=None,
+              help="adam, adamw or sgd for the whole grid [default: the mode's]; the "
+                   "default folder then ends in -<optimizer>.")
 @click.option("--out", default=None,
               help="Sweep folder [default: results/select-defaults-<tune>-<K>shot].")
 def main(shots: int, episodes: int, tune: str, lrs: str, steps_list: str, methods: str,
          episodes_dir: str, curves_only: bool, head_lr_factor: float | None,
-         out: str | None) -> None:
+         optimizer: str | None, out: str | None) -> None:
+    extra = {"optimizer": optimizer} if optimizer else {}
     cfg = RunConfig(split="val", shots=shots, episodes=episodes, tune=tune,
-                    episodes_dir=episodes_dir, head_lr_factor=head_lr_factor,
+                    episodes_dir=episodes_dir, head_lr_factor=head_lr_factor, **extra,
                     methods=tuple(m.strip() for m in methods.split(",") if m.strip()))
     grid = parse_params([f"lr={lrs}", f"steps={steps_list}"])
     out = out or (f"results/select-defaults-{tune}-{shots}shot"
-                  + (f"-head{head_lr_factor:g}" if head_lr_factor is not None else ""))
+                  + (f"-head{head_lr_factor:g}" if head_lr_factor is not None else "")
+                  + (f"-{optimizer}" if optimizer else ""))
     if curves_only:
         table = curves(cfg, grid["lr"], grid["steps"], Path(out))
         wide = table.pivot_table(index=["lr", "method"], columns="steps", values="mean",
