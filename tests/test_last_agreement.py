@@ -19,7 +19,7 @@ statistics); random-init test_resnet, a tiny timm ResNet, with randomised BatchN
 statistics and drop-path on, so a module run in train mode changes the result; tiny
 random-init timm ViTs at 32 px: class-token (test_vit, drop-path on), average-pooled with
 `fc_norm` after pooling (test_vit2) and attention-pooled (test_vit3, MAP). Bench run's
-own hyperparameters at the `--tune last` defaults (config.tune_defaults: Adam, lr 0.0003,
+own hyperparameters at the `--tune last` defaults (config.tune_defaults: Adam, lr 0.0003, the head at 0.03x,
 50 steps, 2 views at 1 shot; the 5-shot defaults' larger lr on 5-shot episodes too), CE
 and SCHaNe.
 """
