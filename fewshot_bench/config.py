@@ -41,7 +41,7 @@ DEVICES = ("auto", "cpu", "cuda")
 TUNE_DEFAULTS = {
     "head": {"lr": 0.001, "steps": 10, "head_lr_factor": 1.0},
     "norm": {"lr": 0.001, "steps": 10, "head_lr_factor": 1.0},
-    # 600 val episodes, 1-shot; the head x 0.03-0.1 is 0.15 points above x 1 (docs/protocol.md)
+    # 600 val episodes, 1-shot; the head at 0.03x-0.1x is 0.15 points above 1x (docs/protocol.md)
     "last": {"lr": 0.0003, "steps": 50, "head_lr_factor": 0.03},
     "full": {"lr": 0.0001, "steps": 80, "head_lr_factor": 1.0},  # 50 val episodes, 1-shot
 }
@@ -51,8 +51,8 @@ TUNE_DEFAULTS = {
 # optimum; `full` is selected at 1 shot only. Shot counts between two selections take the
 # lower one's values (not separately validated).
 TUNE_DEFAULTS_BY_SHOTS = {
-    # 200 val episodes, 5-shot, selected with the head at the backbone's lr (x 1)
-    "last": {5: {"lr": 0.003, "steps": 25, "head_lr_factor": 1.0}},
+    # 200 val episodes, 5-shot (lr and steps at head x 1; head x 0.03 then +0.13 +- 0.34)
+    "last": {5: {"lr": 0.003, "steps": 25}},
 }
 
 # Upper bounds, far above any real use, so a typo (an extra zero or ten) is refused before
