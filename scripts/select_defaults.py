@@ -67,7 +67,7 @@ def curves(cfg: RunConfig, lrs: list[float], steps: list[int], out: Path) -> pd.
               help="The head's lr over the backbone's, for the whole grid [default: the "
                    "mode's]; the default folder then ends in -head<factor>.")
 @click.option("--optimizer", default=None,
-              help="adam, adamw or sgd for the whole grid [default: the mode's]; the "
+              help="adam, adamw or sgd for the whole grid [default: adam, in every mode]; the "
                    "default folder then ends in -<optimizer>.")
 @click.option("--out", default=None,
               help="Sweep folder [default: results/select-defaults-<tune>-<K>shot].")
